@@ -18,7 +18,9 @@ SEP = "\x1f"
 _SCALE = float(2**52)
 
 #: DuckDB expression for u in [0, 1); ``{salt}`` is a bound parameter ``$salt``.
-SQL_U = "(('0x' || substr(md5($salt || chr(31) || request_id), 1, 13))::UBIGINT / 4503599627370496.0)"
+SQL_U = (
+    "(('0x' || substr(md5($salt || chr(31) || request_id), 1, 13))::UBIGINT / 4503599627370496.0)"
+)
 
 
 def u_value(request_id: str, salt: str) -> float:
@@ -47,11 +49,11 @@ def sample_batch(
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"sampling rate must be in (0, 1], got {rate}")
     con = duckdb.connect()
-    con.register("b", pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch)
+    con.register(
+        "b", pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    )
     if model_rates:
-        strata = pa.table(
-            {"m": list(model_rates), "r": [float(v) for v in model_rates.values()]}
-        )
+        strata = pa.table({"m": list(model_rates), "r": [float(v) for v in model_rates.values()]})
         con.register("strata", strata)
         rate_expr = "coalesce((SELECT r FROM strata WHERE m = b.model), $rate)"
     else:

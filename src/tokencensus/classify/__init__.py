@@ -56,7 +56,9 @@ class Classifier:
     def classify(self, texts: Sequence[str]) -> list[list[Label]]:
         """For each text, its (path, confidence) pairs at or above the threshold."""
         if type(self).predict is Classifier.predict:
-            raise NotImplementedError(f"{type(self).__name__} implements neither predict nor classify")
+            raise NotImplementedError(
+                f"{type(self).__name__} implements neither predict nor classify"
+            )
         return [p.labels for p in self.predict(texts)]
 
     def info(self) -> dict[str, Any]:

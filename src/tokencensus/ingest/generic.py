@@ -232,8 +232,10 @@ class GenericParquet(Reader):
                     arr = arr.cast(pa.timestamp(arr.type.unit, tz="UTC"))
                 if col == "prompt_text" and not pa.types.is_string(arr.type):
                     arr = pa.array(
-                        [messages_to_prompt(v)[0] if v is not None else None
-                         for v in arr.to_pylist()],
+                        [
+                            messages_to_prompt(v)[0] if v is not None else None
+                            for v in arr.to_pylist()
+                        ],
                         pa.string(),
                     )
                 try:

@@ -77,7 +77,9 @@ def activity_row(rec: dict) -> dict:
         "cost_usd": to_float(rec.get("cost_total")),
         "user_key": rec.get("user") or rec.get("api_key_name") or None,
         "app": rec.get("app_name") or None,
-        "finish_reason": rec.get("finish_reason_normalized") or rec.get("finish_reason_raw") or None,
+        "finish_reason": rec.get("finish_reason_normalized")
+        or rec.get("finish_reason_raw")
+        or None,
     }
 
 

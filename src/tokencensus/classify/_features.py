@@ -1,0 +1,183 @@
+"""Text features of the local classifier: numpy only, no torch.
+
+Two views of the first 1,000 characters, both from one pass of a WordPiece tokenizer
+(``tokenizers``, Rust, parallel):
+
+- a dense *static embedding*: the mean of per-token vectors distilled from all-MiniLM-L6-v2
+  with ``model2vec`` (PCA-reduced, stored int8 with one float scale per token row), L2-normed;
+- a sparse *token n-gram TF-IDF*: token-id unigrams (one column per vocabulary entry) and
+  hashed token-id bigrams, sublinear tf, idf from training, L2-normed.
+
+The same tokenizer pass feeds both, so the features cost little more than the embedding alone.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+from tokenizers import Tokenizer
+
+MAX_TOKENS = 384  # 1,000 characters rarely exceed this in WordPiece tokens
+N_BIGRAM = 1 << 15
+_BIGRAM_MUL = np.int64(1_000_003)
+
+
+def clean_text(text: object) -> str:
+    """Any input -> a string safe for the tokenizer (NUL and lone surrogates removed)."""
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        text = str(text)
+    text = text[:1000]
+    if "\x00" in text:
+        text = text.replace("\x00", " ")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """A ``tokenizers`` tokenizer from ``tokenizer.json`` or ``tokenizer.json.gz``."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    tok = Tokenizer.from_str(raw.decode("utf-8"))
+    tok.no_padding()
+    tok.enable_truncation(MAX_TOKENS)
+    return tok
+
+
+def quantize_rows(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float matrix -> (int8 matrix, float32 scale per row)."""
+    scale = np.abs(mat).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(mat / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
+class Featurizer:
+    """Tokenizer + static token vectors + idf: texts -> (dense, sparse) features."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        vectors: np.ndarray,
+        idf: np.ndarray | None = None,
+        special_ids: Sequence[int] = (),
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.vocab_size = self.vectors.shape[0]
+        self.dim = self.vectors.shape[1]
+        self.n_sparse = self.vocab_size + N_BIGRAM
+        self.idf = None if idf is None else np.asarray(idf, dtype=np.float32)
+        self.special = np.zeros(self.vocab_size, dtype=bool)
+        for i in special_ids:
+            if i is not None and 0 <= i < self.vocab_size:
+                self.special[i] = True
+
+    # -- persistence -----------------------------------------------------------------
+    @classmethod
+    def load(cls, folder: Path) -> Featurizer:
+        from safetensors.numpy import load_file
+
+        tok_path = folder / "tokenizer.json.gz"
+        if not tok_path.exists():
+            tok_path = folder / "tokenizer.json"
+        tok = load_tokenizer(tok_path)
+        arrays = load_file(str(folder / "static.safetensors"))
+        q = arrays["embeddings_int8"].astype(np.float32)
+        vectors = q * arrays["scales"][:, None]
+        meta = json.loads((folder / "static.json").read_text(encoding="utf-8"))
+        return cls(tok, vectors, arrays.get("idf"), meta.get("special_ids", ()))
+
+    def save(self, folder: Path, tokenizer_json: str) -> None:
+        from safetensors.numpy import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "tokenizer.json.gz").write_bytes(
+            gzip.compress(tokenizer_json.encode("utf-8"), compresslevel=9, mtime=0)
+        )
+        q, scale = quantize_rows(self.vectors)
+        arrays = {"embeddings_int8": q, "scales": scale}
+        if self.idf is not None:
+            arrays["idf"] = self.idf.astype(np.float16).astype(np.float32)
+        save_file(arrays, str(folder / "static.safetensors"))
+        meta = {
+            "special_ids": [int(i) for i in np.flatnonzero(self.special)],
+            "max_tokens": MAX_TOKENS,
+            "n_bigram": N_BIGRAM,
+        }
+        (folder / "static.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+    # -- features --------------------------------------------------------------------
+    def token_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids per text, special tokens dropped."""
+        encs = self.tokenizer.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
+        out = []
+        for e in encs:
+            ids = np.asarray(e.ids, dtype=np.int64)
+            if ids.size:
+                ids = ids[~self.special[ids]]
+            out.append(ids)
+        return out
+
+    def counts(self, ids_list: Sequence[np.ndarray]) -> sparse.csr_matrix:
+        """Raw unigram + hashed bigram counts (rows: texts)."""
+        rows, cols = [], []
+        for r, ids in enumerate(ids_list):
+            if ids.size == 0:
+                continue
+            c = ids
+            if ids.size > 1:
+                bi = (ids[:-1] * _BIGRAM_MUL + ids[1:]) % N_BIGRAM + self.vocab_size
+                c = np.concatenate([ids, bi])
+            rows.append(np.full(c.size, r, dtype=np.int64))
+            cols.append(c)
+        n = len(ids_list)
+        if not rows:
+            return sparse.csr_matrix((n, self.n_sparse), dtype=np.float32)
+        rr = np.concatenate(rows)
+        cc = np.concatenate(cols)
+        m = sparse.csr_matrix(
+            (np.ones(rr.size, dtype=np.float32), (rr, cc)), shape=(n, self.n_sparse)
+        )
+        m.sum_duplicates()
+        return m
+
+    def fit_idf(self, texts: Sequence[str]) -> None:
+        """Smoothed idf from training texts (sklearn's formula)."""
+        m = self.counts(self.token_ids(texts))
+        df = np.bincount(m.indices, minlength=self.n_sparse).astype(np.float64)
+        n = m.shape[0]
+        self.idf = (np.log((1 + n) / (1 + df)) + 1.0).astype(np.float32)
+
+    def transform(self, texts: Sequence[str]) -> tuple[np.ndarray, sparse.csr_matrix]:
+        """(dense embeddings [n, dim] L2-normed, sparse tf-idf [n, n_sparse] L2-normed)."""
+        ids_list = self.token_ids(texts)
+        n = len(ids_list)
+        dense = np.zeros((n, self.dim), dtype=np.float32)
+        for i, ids in enumerate(ids_list):
+            if ids.size:
+                dense[i] = self.vectors[ids].mean(axis=0)
+        norms = np.linalg.norm(dense, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        dense /= norms
+        m = self.counts(ids_list)
+        m.data = 1.0 + np.log(m.data)
+        if self.idf is not None:
+            m.data *= self.idf[m.indices]
+        sq = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+        sq[sq == 0] = 1.0
+        m = sparse.diags(1.0 / sq).dot(m).tocsr().astype(np.float32)
+        return dense, m
+
+    def n_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([ids.size for ids in self.token_ids(texts)])
