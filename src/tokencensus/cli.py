@@ -20,7 +20,7 @@ out = Console()
 
 
 def _fail(msg: str) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False)
+    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -32,6 +32,13 @@ def run(
     ),
     rate: Annotated[float, typer.Option(help="Sampling rate (the study used 0.0025).")] = 0.0025,
     salt: Annotated[str, typer.Option(help="Sampling salt.")] = "tokencensus-v1",
+    model_rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-rate",
+            help="MODEL=RATE: sample MODEL at its own rate (repeatable; stratified, weighted 1/RATE).",
+        ),
+    ] = None,
     format: Annotated[str | None, typer.Option("--format", help="Force a log format.")] = None,
     map: Annotated[str | None, typer.Option("--map", help="canonical=source,...")] = None,
     backend: Annotated[str, typer.Option("--backend", help="Classifier backend.")] = "local",
@@ -41,18 +48,25 @@ def run(
     ] = None,
     key_file: Annotated[Path | None, typer.Option(help="HMAC key for user ids.")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first bad record.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Google backend: print billable units and $ cost, send nothing."
+        ),
+    ] = False,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Skip the classification cache.")
     ] = False,
 ) -> None:
     """Logs in, report out: ingest, sample, classify, map, store, analyse, report."""
-    from tokencensus import ingest, pipeline
+    from tokencensus import ingest, pipeline, sample
 
     try:
         opts = pipeline.RunOptions(
             out=out_dir,
             rate=rate,
             salt=salt,
+            model_rates=sample.parse_model_rates(model_rate),
             format=format,
             mapping=ingest.parse_map(map),
             strict=strict,
@@ -62,6 +76,9 @@ def run(
             prompts_from=list(prompts_from or []),
             cache=not no_cache,
         )
+        if dry_run:
+            _dry_run_logs(logs, opts)
+            return
         t0 = time.perf_counter()
         result = pipeline.run(logs, opts, console=err)
     except (ingest.IngestError, ValueError, FileNotFoundError) as exc:
@@ -77,6 +94,22 @@ def run(
     )
     if result.report_path:
         out.print(str(result.report_path))
+
+
+def _dry_run_logs(logs: list[str], opts) -> None:
+    """Price the sampled prompts of ``logs`` at Google's published rates; nothing is sent."""
+    import pyarrow.compute as pc
+
+    from tokencensus import ingest, sample
+    from tokencensus.classify import prompt_window
+    from tokencensus.classify.google import describe_estimate, estimate_cost
+
+    texts: list[str] = []
+    for batch in ingest.read(logs, format=opts.format, mapping=opts.mapping, strict=opts.strict):
+        t = sample.sample_batch(batch, opts.rate, opts.salt, opts.model_rates)
+        t = t.filter(pc.and_(t.column("sampled"), pc.is_valid(t.column("prompt_text"))))
+        texts.extend(prompt_window(x) for x in t.column("prompt_text").to_pylist())
+    out.print(describe_estimate(estimate_cost(texts)), soft_wrap=True)
 
 
 @app.command()
@@ -150,6 +183,9 @@ def classify(
     backend: Annotated[str, typer.Option("--backend")] = "local",
     rules: Annotated[str, typer.Option()] = "study",
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Google backend: print the cost, send nothing.")
+    ] = False,
 ) -> None:
     """Classify one text: content-category paths, confidences, bucket."""
     from tokencensus.buckets import Rules
@@ -157,6 +193,11 @@ def classify(
 
     if text == "-":
         text = sys.stdin.read()
+    if dry_run:
+        from tokencensus.classify.google import describe_estimate, estimate_cost
+
+        out.print(describe_estimate(estimate_cost([prompt_window(text)])), soft_wrap=True)
+        return
     try:
         clf = get_classifier(backend, threshold=get_settings().threshold)
         pred = clf.predict([prompt_window(text)])[0]

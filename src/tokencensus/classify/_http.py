@@ -18,6 +18,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import logging
+import os
 import random
 import threading
 import time
@@ -140,7 +141,7 @@ class Sender:
         *,
         json: Any = None,
         data: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
         params: Mapping[str, str] | None = None,
         retry_statuses: frozenset[int] = RETRY_STATUSES,
         on_status: Callable[[httpx.Response], bool] | None = None,
@@ -150,15 +151,17 @@ class Sender:
         A response whose status is not retryable (2xx, or 4xx other than 408
         and 429) is returned to the caller to interpret. ``on_status`` may
         look at a response first and return ``True`` to ask for one more try
-        (e.g. a 401 after refreshing a token). Raises :class:`RequestFailed`
+        (e.g. a 401 after refreshing a token). ``headers`` may be a function,
+        called before each attempt (so a refreshed token is used). Raises :class:`RequestFailed`
         when the retries run out.
         """
         attempt = 0
         while True:
             self.bucket.acquire()
             try:
+                hdrs = headers() if callable(headers) else headers
                 resp = self.client.request(
-                    method, url, json=json, data=data, headers=headers, params=params
+                    method, url, json=json, data=data, headers=hdrs, params=params
                 )
             except httpx.TimeoutException:
                 reason, status, retry_after = "timeout", None, None
@@ -242,3 +245,27 @@ def error_reason(exc: BaseException) -> str:
     if isinstance(exc, RequestFailed):
         return str(exc)
     return f"{type(exc).__name__}"
+
+
+def env_or(value: T | None, name: str, default: T, cast: Callable[[str], T] = str) -> T:  # type: ignore[assignment]
+    """``value`` if given, else the environment variable ``name`` cast, else ``default``.
+
+    Lets ``tokencensus classify --backend NAME`` (which passes only the
+    threshold) be configured through ``TOKENCENSUS_*`` variables.
+    """
+    if value is not None:
+        return value
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return cast(raw)
+
+
+def env_flag(raw: str) -> bool:
+    """``"1"``, ``"true"``, ``"yes"``, ``"on"`` -> True."""
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def rebuild(cls: type[T], kwargs: dict[str, Any]) -> T:
+    """Unpickle helper: a backend is rebuilt from its settings (clients and locks are fresh)."""
+    return cls(**kwargs)

@@ -175,10 +175,37 @@ class CachedClassifier(Classifier):
             )
         return out
 
+    def uncached(self, texts: Sequence[str]) -> tuple[list[str], int]:
+        """The texts a run would still send (one of each), and how many the cache answers."""
+        keys = [self.key(t) for t in texts]
+        found = self.cache.get_many(keys)
+        first: dict[str, str] = {}
+        for k, t in zip(keys, texts, strict=True):
+            if k not in found:
+                first.setdefault(k, t)
+        return list(first.values()), sum(1 for k in keys if k in found)
+
+    def estimate_cost(self, texts: Sequence[str], **kwargs: Any) -> dict[str, Any]:
+        """The inner backend's estimate for the texts the cache cannot answer.
+
+        Adds ``cached`` (texts answered from the cache, at no cost) and
+        ``duplicates`` (repeats of a text that is sent once); ``texts`` then
+        counts only the distinct texts that would be sent.
+        """
+        todo, hits = self.uncached(texts)
+        est = dict(self.inner.estimate_cost(todo, **kwargs))  # type: ignore[attr-defined]
+        est["cached"] = hits
+        est["duplicates"] = len(texts) - hits - len(todo)
+        return est
+
     def info(self) -> dict[str, Any]:
         out = dict(self.inner.info())
         out["cache"] = {"path": self.cache.path, **self.stats}
         return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The SQLite connection does not travel; the copy opens the same file.
+        return (CachedClassifier, (self.inner, self.cache.path))
 
     def __getattr__(self, attr: str) -> Any:
         # Anything else (estimate_cost, stats of the backend, close) is the inner one's.

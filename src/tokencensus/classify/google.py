@@ -45,17 +45,21 @@ from typing import Any
 
 import httpx
 
+from tokencensus import taxonomy
 from tokencensus.classify import Classifier, Prediction, prompt_window
 from tokencensus.classify._http import (
     RequestFailed,
     RetryPolicy,
     Sender,
     TokenBucket,
+    env_flag,
+    env_or,
     error_reason,
     map_concurrent,
+    rebuild,
     scrub,
 )
-from tokencensus.classify.redact import Redactor, make_redactor
+from tokencensus.classify.redact import Redactor, make_redactor, picklable_redact
 
 log = logging.getLogger("tokencensus.classify.google")
 
@@ -165,6 +169,25 @@ def estimate_cost(
         "free_units": PRICE_TIERS[0][1] if free_tier else 0,
         "price_source": PRICE_SOURCE,
     }
+
+
+def describe_estimate(est: dict[str, Any]) -> str:
+    """One line for ``--dry-run``: what :func:`estimate_cost` found."""
+    line = (
+        f"Google classifyText dry run: {est['texts']:,} texts -> {est['requests']:,} requests, "
+        f"{est['units']:,} units (1 unit = {UNIT_CHARS:,} characters), "
+        f"about ${est['usd']:,.2f}"
+    )
+    extra = []
+    if est.get("skipped_too_short"):
+        extra.append(f"{est['skipped_too_short']:,} too short or empty, not sent")
+    if est.get("cached"):
+        extra.append(f"{est['cached']:,} answered from the cache")
+    if est.get("free_units"):
+        extra.append(f"after the free {est['free_units']:,} units a month")
+    if extra:
+        line += " (" + "; ".join(extra) + ")"
+    return line + f". Prices: {est['price_source']}."
 
 
 # --------------------------------------------------------------------------- auth
@@ -352,26 +375,33 @@ class GoogleClassifier(Classifier):
         self,
         threshold: float = 0.5,
         *,
-        api_version: str = "v2",
-        model: str = "v2",
-        categories: str = "V2",
+        api_version: str | None = None,
+        model: str | None = None,
+        categories: str | None = None,
         api_key: str | None = None,
         key_in_query: bool = False,
         credentials_file: str | os.PathLike[str] | None = None,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         language: str | None = None,
         min_tokens: int = MIN_TOKENS,
-        qps: float = 10.0,
-        concurrency: int = 8,
+        qps: float | None = None,
+        concurrency: int | None = None,
         max_retries: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 32.0,
         timeout: float = 30.0,
-        redact: bool | Redactor = False,
+        redact: bool | Redactor | None = None,
         transport: httpx.BaseTransport | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(threshold=threshold)
+        api_version = env_or(api_version, "TOKENCENSUS_GOOGLE_API_VERSION", "v2")
+        model = env_or(model, "TOKENCENSUS_GOOGLE_MODEL", "v2")
+        categories = env_or(categories, "TOKENCENSUS_GOOGLE_CATEGORIES", "V2")
+        base_url = env_or(base_url, "TOKENCENSUS_GOOGLE_BASE_URL", DEFAULT_BASE_URL)
+        qps = env_or(qps, "TOKENCENSUS_GOOGLE_QPS", 10.0, float)
+        concurrency = env_or(concurrency, "TOKENCENSUS_GOOGLE_CONCURRENCY", 8, int)
+        redact = env_or(redact, "TOKENCENSUS_REDACT", False, env_flag)
         if api_version not in ("v1", "v2"):
             raise ValueError(f"api_version must be 'v1' or 'v2', not {api_version!r}")
         if model not in ("v1", "v2"):
@@ -385,6 +415,7 @@ class GoogleClassifier(Classifier):
             categories = "V1"
         self.api_version, self.model, self.categories = api_version, model, categories
         self.taxonomy_version = "v1" if categories == "V1" else "v2"
+        self._paths = taxonomy.path_set(self.taxonomy_version)
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/{api_version}/documents:classifyText"
         self.language = language
@@ -405,6 +436,7 @@ class GoogleClassifier(Classifier):
         self._api_key = api_key or os.environ.get("GOOGLE_API_KEY") or None
         self._key_in_query = key_in_query
         self._token: AccessToken | None = None
+        path = None
         if not self._api_key:
             path = adc_path(credentials_file)
             if path is None:
@@ -416,6 +448,29 @@ class GoogleClassifier(Classifier):
             self._token = AccessToken(path, self._client)
         self.stats: dict[str, int] = {"requests": 0, "units": 0, "too_short": 0, "errors": 0}
         self._stats_lock = threading.Lock()
+        # Resolved settings, so a pickled copy (e.g. a Ray worker) rebuilds the same backend.
+        self._init_args = {
+            "threshold": threshold,
+            "api_version": api_version,
+            "model": model,
+            "categories": categories,
+            "api_key": self._api_key,
+            "key_in_query": key_in_query,
+            "credentials_file": str(path) if path else None,
+            "base_url": self.base_url,
+            "language": language,
+            "min_tokens": min_tokens,
+            "qps": qps,
+            "concurrency": self.concurrency,
+            "max_retries": max_retries,
+            "backoff_base": backoff_base,
+            "backoff_max": backoff_max,
+            "timeout": timeout,
+            "redact": picklable_redact(self.redactor),
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (rebuild, (type(self), self._init_args))
 
     # -- public ---------------------------------------------------------------
 
@@ -497,15 +552,14 @@ class GoogleClassifier(Classifier):
             if n < self.min_tokens:
                 self._bump("too_short")
                 return Prediction(error=f"too_short: ~{n} tokens < {self.min_tokens} (not sent)")
-        headers, params = self._auth()
+        params = self._auth()[1]
         refreshed = False
 
         def on_status(resp: httpx.Response) -> bool:
-            nonlocal refreshed, headers
+            nonlocal refreshed
             if resp.status_code == 401 and self._token is not None and not refreshed:
                 refreshed = True
                 self._token.invalidate()
-                headers = {"authorization": f"Bearer {self._token.get()}"}
                 return True
             return False
 
@@ -515,7 +569,7 @@ class GoogleClassifier(Classifier):
                 "POST",
                 self.url,
                 json=self._body(window),
-                headers=headers,
+                headers=lambda: self._auth()[0],
                 params=params or None,
                 on_status=on_status,
             )
@@ -544,6 +598,8 @@ class GoogleClassifier(Classifier):
         try:
             for c in cats:
                 name, conf = str(c["name"]), float(c.get("confidence", 0.0))
+                if name not in self._paths:
+                    self._bump("unknown_paths")  # kept: bucket rules match by prefix
                 if conf >= self.threshold:
                     labels.append((name, conf))
         except (KeyError, TypeError, ValueError):

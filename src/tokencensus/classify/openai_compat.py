@@ -46,11 +46,14 @@ from tokencensus.classify._http import (
     RetryPolicy,
     Sender,
     TokenBucket,
+    env_flag,
+    env_or,
     error_reason,
     map_concurrent,
+    rebuild,
     scrub,
 )
-from tokencensus.classify.redact import Redactor, make_redactor
+from tokencensus.classify.redact import Redactor, make_redactor, picklable_redact
 
 log = logging.getLogger("tokencensus.classify.openai")
 
@@ -72,6 +75,9 @@ with JSON of the form {{"items": [{{"id": N, "categories": [{{"path": "...", \
 
 Category paths:
 {paths}"""
+
+#: The error of a text that the model's answer left out (after one re-ask).
+MISSING = "missing_in_response"
 
 _PATH_VALUE_RX = re.compile(r'"path"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
@@ -160,24 +166,28 @@ class OpenAICompatClassifier(Classifier):
         model: str | None = None,
         api_key: str | None = None,
         taxonomy_version: str = "v2",
-        batch_size: int = 8,
+        batch_size: int | None = None,
         max_labels: int = 3,
         schema: str = "auto",
         use_logprobs: bool = True,
         temperature: float = 0.0,
         max_tokens: int | None = None,
-        qps: float = 5.0,
-        concurrency: int = 4,
+        qps: float | None = None,
+        concurrency: int | None = None,
         max_retries: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 32.0,
         parse_retries: int = 1,
         timeout: float = 120.0,
-        redact: bool | Redactor = False,
+        redact: bool | Redactor | None = None,
         transport: httpx.BaseTransport | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(threshold=threshold)
+        batch_size = env_or(batch_size, "TOKENCENSUS_OPENAI_BATCH_SIZE", 8, int)
+        qps = env_or(qps, "TOKENCENSUS_OPENAI_QPS", 5.0, float)
+        concurrency = env_or(concurrency, "TOKENCENSUS_OPENAI_CONCURRENCY", 4, int)
+        redact = env_or(redact, "TOKENCENSUS_REDACT", False, env_flag)
         if schema not in ("auto", "enum", "string"):
             raise ValueError(f"schema must be 'auto', 'enum' or 'string', not {schema!r}")
         self.taxonomy_version = taxonomy_version
@@ -224,6 +234,31 @@ class OpenAICompatClassifier(Classifier):
             "schema_fallbacks": 0,
         }
         self._lock = threading.Lock()
+        # Resolved settings, so a pickled copy (e.g. a Ray worker) rebuilds the same backend.
+        self._init_args = {
+            "threshold": threshold,
+            "base_url": self.base_url,
+            "model": self.model,
+            "api_key": self._api_key,
+            "taxonomy_version": taxonomy_version,
+            "batch_size": self.batch_size,
+            "max_labels": self.max_labels,
+            "schema": schema,
+            "use_logprobs": use_logprobs,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "qps": qps,
+            "concurrency": self.concurrency,
+            "max_retries": max_retries,
+            "backoff_base": backoff_base,
+            "backoff_max": backoff_max,
+            "parse_retries": self.parse_retries,
+            "timeout": timeout,
+            "redact": picklable_redact(self.redactor),
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (rebuild, (type(self), self._init_args))
 
     # -- public ---------------------------------------------------------------
 
@@ -321,7 +356,22 @@ class OpenAICompatClassifier(Classifier):
             )
         return resp
 
-    def _batch(self, texts: list[str]) -> list[Prediction]:
+    def _batch(self, texts: list[str], reask: bool = True) -> list[Prediction]:
+        """Classify one batch; texts the answer leaves out are asked for once more."""
+        preds = self._batch_once(texts)
+        missing = [i for i, p in enumerate(preds) if p.error == MISSING]
+        if missing and reask:
+            log.info("answer left out %d of %d texts; asking again", len(missing), len(texts))
+            again = self._batch_once([texts[i] for i in missing])
+            for i, p in zip(missing, again, strict=True):
+                preds[i] = p
+        still = sum(1 for p in preds if p.error == MISSING)
+        if still:
+            self._bump("missing_items", still)
+            self._bump("errors", still)
+        return preds
+
+    def _batch_once(self, texts: list[str]) -> list[Prediction]:
         n = len(texts)
         error = "unknown"
         for _attempt in range(self.parse_retries + 1):
@@ -383,9 +433,7 @@ class OpenAICompatClassifier(Classifier):
         out: list[Prediction] = []
         for i in range(1, n + 1):
             if i not in seen_ids:
-                self._bump("missing_items")
-                self._bump("errors")
-                out.append(Prediction(error="missing_in_response"))
+                out.append(Prediction(error=MISSING))
                 continue
             pairs = conf_by_id.get(i, [])
             valid = [(p, c) for p, c in pairs if p in self._paths]

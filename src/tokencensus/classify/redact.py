@@ -154,3 +154,14 @@ def make_redactor(redact: bool | Redactor | None) -> Redactor | None:
     if isinstance(redact, Redactor):
         return redact
     return Redactor() if redact else None
+
+
+def picklable_redact(redactor: Redactor | None) -> bool | Redactor:
+    """What a backend's pickled settings keep of its redactor.
+
+    A regex redactor travels as is; a Presidio one (whose engine does not
+    pickle) as ``True``, rebuilt on the other side.
+    """
+    if redactor is None:
+        return False
+    return redactor if redactor.engine == "regex" else True
