@@ -43,7 +43,9 @@ def test_subtags_and_head() -> None:
     assert a["primary_bucket"] == "Roleplay" and a["subtag"] == "Games/Roleplaying Games"
     assert a["decided_by"] == "paths"
     # A roleplay card about cooking: the taxonomy says food, the bucket head says Roleplay.
-    b = r.assign([("/Food & Drink/Cooking & Recipes/Other", 0.8)], {"Roleplay": 0.85, "Others": 0.1})
+    b = r.assign(
+        [("/Food & Drink/Cooking & Recipes/Other", 0.8)], {"Roleplay": 0.85, "Others": 0.1}
+    )
     assert b["primary_bucket"] == "Roleplay" and b["decided_by"] == "bucket_head"
     empty = r.assign([])
     assert empty["primary_bucket"] == "Others" and empty["decided_by"] == "no_label"
@@ -51,15 +53,20 @@ def test_subtags_and_head() -> None:
 
 def test_openrouter_rule_set() -> None:
     r = Rules.load("openrouter")
-    assert r.bucket_of("/Internet & Telecom/Web Services/Search Engine Optimization & Marketing") == "marketing/seo"
+    assert (
+        r.bucket_of("/Internet & Telecom/Web Services/Search Engine Optimization & Marketing")
+        == "marketing/seo"
+    )
     assert r.bucket_of("/Finance/Investing") == "finance"
     assert r.bucket_of("/Pets & Animals/Pets/Cats") == "other"
 
 
 def test_user_rules_file(tmp_path: Path) -> None:
     f = tmp_path / "mine.toml"
-    f.write_text('name="mine"\nbuckets=["Code","Rest"]\ndefault="Rest"\n'
-                 '[[rule]]\nprefix="/Computers & Electronics"\nbucket="Code"\n')
+    f.write_text(
+        'name="mine"\nbuckets=["Code","Rest"]\ndefault="Rest"\n'
+        '[[rule]]\nprefix="/Computers & Electronics"\nbucket="Code"\n'
+    )
     r = Rules.load(f)
     assert r.bucket_of("/Computers & Electronics/Programming/Other") == "Code"
     assert r.bucket_of("/Adult") == "Rest"

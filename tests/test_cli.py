@@ -14,8 +14,16 @@ runner = CliRunner()
 
 
 def test_classify_json_keyword() -> None:
-    r = runner.invoke(app, ["classify", "--backend", "keyword", "--json",
-                            "You are {{char}}. Stay in character and roleplay with {{user}}."])
+    r = runner.invoke(
+        app,
+        [
+            "classify",
+            "--backend",
+            "keyword",
+            "--json",
+            "You are {{char}}. Stay in character and roleplay with {{user}}.",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["primary_bucket"] == "Roleplay"
@@ -50,8 +58,9 @@ def test_run_missing_file_is_one_line_error(tmp_path: Path) -> None:
 
 def test_run_then_report(tmp_path: Path, demo_log: Path) -> None:
     out = tmp_path / "census"
-    r = runner.invoke(app, ["run", str(demo_log), "--out", str(out), "--rate", "0.05",
-                            "--backend", "keyword"])
+    r = runner.invoke(
+        app, ["run", str(demo_log), "--out", str(out), "--rate", "0.05", "--backend", "keyword"]
+    )
     assert r.exit_code == 0, r.output
     assert (out / "report.html").exists()
     (out / "report.html").unlink()
@@ -59,15 +68,30 @@ def test_run_then_report(tmp_path: Path, demo_log: Path) -> None:
     assert r.exit_code == 0, r.output
     assert (out / "report.html").stat().st_size > 10_000
     # A second run with different sampling settings must refuse to mix estimates.
-    r = runner.invoke(app, ["run", str(demo_log), "--out", str(out), "--rate", "0.5",
-                            "--backend", "keyword"])
+    r = runner.invoke(
+        app, ["run", str(demo_log), "--out", str(out), "--rate", "0.5", "--backend", "keyword"]
+    )
     assert r.exit_code == 2 and "rate=0.05" in r.output
 
 
-def test_run_dry_run_prices_sampled_prompts_and_writes_nothing(tmp_path: Path, demo_log: Path) -> None:
+def test_run_dry_run_prices_sampled_prompts_and_writes_nothing(
+    tmp_path: Path, demo_log: Path
+) -> None:
     out = tmp_path / "never"
-    r = runner.invoke(app, ["run", str(demo_log), "--out", str(out), "--rate", "0.1",
-                            "--backend", "google", "--dry-run"])
+    r = runner.invoke(
+        app,
+        [
+            "run",
+            str(demo_log),
+            "--out",
+            str(out),
+            "--rate",
+            "0.1",
+            "--backend",
+            "google",
+            "--dry-run",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "Google classifyText dry run" in r.stdout
     n_texts = int(r.stdout.split("dry run: ")[1].split(" texts")[0].replace(",", ""))

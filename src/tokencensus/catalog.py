@@ -19,7 +19,7 @@ import pyarrow as pa
 from tokencensus.settings import DATA_DIR
 
 SNAPSHOT_DIR = DATA_DIR / "models"
-_DATE_SUFFIX = re.compile(r"-(20\d\d-?\d\d-?\d\d|\d{4})$")
+_FULL_DATE = re.compile(r"-20\d\d-?[01]\d-?[0-3]\d$")
 
 CATALOG_SCHEMA = pa.schema(
     [
@@ -90,35 +90,89 @@ def strip_variant(model: str) -> str:
     return model.split(":", 1)[0]
 
 
+def undate(model: str) -> str:
+    """Drop a full date suffix: ``openai/gpt-5-nano-2025-08-07`` -> ``openai/gpt-5-nano``.
+
+    Only full dates (``YYYY-MM-DD`` or ``YYYYMMDD``) are dropped; a short ``-0528`` or
+    ``-2507`` is part of many model names (DeepSeek R1 0528, Qwen3 2507) and is kept.
+    """
+    return _FULL_DATE.sub("", model)
+
+
 class Catalog:
-    """Look up author, origin, open weights and list price for a logged model name."""
+    """Look up author, origin, open weights and list price for a logged model name.
+
+    Matching, in order (case-insensitive): the exact id; the canonical slug (what
+    OpenRouter's activity export logs as ``model_permaslug``, often dated); the same
+    without a variant suffix (``:free``, ``:thinking``, ``:extended``, ``:exacto``...);
+    the same without a full date suffix; and a bare name without an author prefix when
+    exactly one catalogue id ends with it. A non-variant row is preferred over a
+    variant row (``:free`` rows carry price 0). Anything else is unknown: reported,
+    never guessed.
+    """
 
     def __init__(self, folder: Path | None = None) -> None:
         folder = Path(folder) if folder else SNAPSHOT_DIR
         if not (folder / "models.csv").exists() and any(folder.glob("openrouter-models-*.json")):
             raise ValueError(f"{folder}: run `tokencensus models build {folder}` first")
+        if not (folder / "models.csv").exists():
+            raise FileNotFoundError(f"{folder}: no models.csv (catalog_dir needs models.csv)")
+        authors_csv = folder / "authors.csv"
+        if not authors_csv.exists():
+            authors_csv = SNAPSHOT_DIR / "authors.csv"
         self.authors = {
-            r["author"]: r for r in csv.DictReader(open(folder / "authors.csv", encoding="utf-8"))
+            r["author"].lower(): r for r in csv.DictReader(open(authors_csv, encoding="utf-8"))
         }
+        rows = list(csv.DictReader(open(folder / "models.csv", encoding="utf-8")))
+        for r in rows:
+            r.setdefault("canonical_slug", r["id"])
+            r["canonical_slug"] = r["canonical_slug"] or r["id"]
+        # Plain rows first, so that a variant (":free", price 0) never shadows its base model.
+        rows.sort(key=lambda r: ":" in r["id"])
         self.models: dict[str, dict] = {}
-        for r in csv.DictReader(open(folder / "models.csv", encoding="utf-8")):
-            for key in (r["id"], r["canonical_slug"], strip_variant(r["id"])):
-                self.models.setdefault(key, r)
+        for r in rows:
+            self.models.setdefault(r["id"].lower(), r)
+        for r in rows:
+            self.models.setdefault(r["canonical_slug"].lower(), r)
+        for r in rows:
+            self.models.setdefault(strip_variant(r["id"]).lower(), r)
+            self.models.setdefault(strip_variant(r["canonical_slug"]).lower(), r)
+        self._undated: dict[str, dict] = {}
+        for key, r in list(self.models.items()):
+            self._undated.setdefault(undate(key), r)
+        bare: dict[str, list[dict]] = {}
+        for key, r in self.models.items():
+            if "/" in key:
+                bare.setdefault(key.split("/", 1)[1], []).append(r)
+        self._bare = {k: v[0] for k, v in bare.items() if len({x["id"] for x in v}) == 1}
 
     def match(self, model: str | None) -> dict | None:
-        """The catalogue row for ``model``: exact, canonical slug, without variant, undated."""
-        if not model:
+        """The catalogue row for ``model``, or ``None`` when it is not known."""
+        if not model or not model.strip():
             return None
-        cands = [model, strip_variant(model)]
-        base = strip_variant(model)
-        undated = _DATE_SUFFIX.sub("", base)
-        cands += [undated]
-        for c in cands:
+        m = model.strip().lower()
+        base = strip_variant(m)
+        for c in (m, base):
             if c in self.models:
                 return self.models[c]
-        for key, row in self.models.items():
-            if _DATE_SUFFIX.sub("", key) == undated:
-                return row
+        for c in (undate(m), undate(base)):
+            if c in self.models:
+                return self.models[c]
+            if c in self._undated:
+                return self._undated[c]
+        if "/" not in base:
+            for c in (base, undate(base)):
+                if c in self._bare:
+                    return self._bare[c]
+        return None
+
+    def author_of(self, model: str, row: dict | None) -> str | None:
+        """The author prefix of the matched row (or of the logged id, if it names a known author)."""
+        for name in ((row or {}).get("id"), model):
+            if name and "/" in name:
+                a = strip_variant(name).split("/", 1)[0].lower()
+                if a in self.authors:
+                    return a
         return None
 
     def table(self, models: list[str]) -> pa.Table:
@@ -126,7 +180,7 @@ class Catalog:
         rows = []
         for m in sorted({m for m in models if m}):
             r = self.match(m)
-            author = strip_variant(m).split("/", 1)[0] if "/" in m else None
+            author = self.author_of(m, r)
             a = self.authors.get(author or "")
             ow = r["open_weights"] if r else ""
             rows.append(
