@@ -2,7 +2,9 @@
 
 The rule for every format: system prompt first, then the messages in the
 order the client sent them, each message's text parts joined by newlines.
-Non-text parts (images, audio, files) are skipped and counted.
+Non-text parts (images, audio, files) are skipped and counted. A message is
+``{"role", "content"}`` (OpenAI/Anthropic style) or ``{"from", "value"}``
+(ShareGPT style); system and developer messages count as system prompt.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def content_text(content: Any) -> tuple[str, int]:
             else:
                 skipped += 1
         return "\n".join(texts), skipped
+    if isinstance(content, bool):
+        return ("true" if content else "false"), 0
     return str(content), 0
 
 
@@ -54,7 +58,7 @@ def messages_to_prompt(messages: Any, system: str | None = None) -> tuple[str | 
     for m in messages:
         if not isinstance(m, dict):
             raise ValueError("a message is not an object")
-        text, s = content_text(m.get("content"))
+        text, s = content_text(m["content"] if "content" in m else m.get("value"))
         skipped += s
         if not text:
             continue

@@ -1,26 +1,34 @@
 """OpenRouter: the activity-page CSV export and the generation API JSON.
 
 The CSV's columns change between export versions, so it is parsed by header
-name. It carries no prompt text; ``run`` can join prompts from a second log.
+name (only ``generation_id`` and ``created_at`` are required; the rest are
+used when present). It carries no prompt text; ``run`` can join prompts from a
+second log (:func:`tokencensus.ingest.join.join_prompts`).
+
 The generation JSON is one ``GET /api/v1/generation`` object (``{"data": ...}``
-or bare) per line, or a JSON array of them; an ``input.messages`` field (as
+or bare) per line, a JSON array of them (parsed incrementally), or one API
+response ``{"data": [...]}``; an ``input.messages`` field (as
 ``GET /api/v1/generation/content`` returns) supplies the prompt.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 
-from tokencensus.ingest import BATCH_ROWS, ReadContext, Reader, open_text, rows_to_batch
-from tokencensus.ingest.generic import RecordError, parse_time, read_json_lines, to_float, to_int
-from tokencensus.ingest.messages import messages_to_prompt
+from tokencensus.ingest import ReadContext, Reader
+from tokencensus.ingest.records import (
+    RecordError,
+    batches_from,
+    first,
+    iter_csv_records,
+    iter_json_records,
+)
 
-ACTIVITY_REQUIRED = {"generation_id", "created_at", "tokens_prompt", "tokens_completion"}
+ACTIVITY_REQUIRED = {"generation_id", "created_at"}
+ACTIVITY_HINTS = {"tokens_prompt", "tokens_completion", "cost_total", "model_permaslug"}
 
 
 class ActivityCSV(Reader):
@@ -30,60 +38,108 @@ class ActivityCSV(Reader):
     has_prompts = False
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        first = head.split(b"\n", 1)[0].decode("utf-8", "replace")
-        cols = {c.strip() for c in first.split(",")}
-        return ACTIVITY_REQUIRED <= cols
+        first_line = head.split(b"\n", 1)[0].decode("utf-8", "replace")
+        cols = {c.strip().strip('"').lstrip("\ufeff") for c in first_line.split(",")}
+        return ACTIVITY_REQUIRED <= cols and len(ACTIVITY_HINTS & cols) >= 2
 
     def read(self, path: Path, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
-        rows: list[dict] = []
-        with open_text(path) as f:
-            reader = csv.DictReader(f)
-            missing = ACTIVITY_REQUIRED - set(reader.fieldnames or [])
-            if missing:
-                ctx.reject(str(path), 1, "missing_columns", ", ".join(sorted(missing)))
+        from tokencensus.ingest import generic
+
+        done = 0
+        if path.stat().st_size >= generic.DUCKDB_MIN_BYTES:
+            try:
+                for batch in activity_duckdb(path):
+                    done += batch.num_rows
+                    yield batch
                 return
-            for rec in reader:
-                line = reader.line_num
-                try:
-                    rows.append(activity_row(rec))
-                except RecordError as exc:
-                    ctx.reject(str(path), line, str(exc))
-                    continue
-                if len(rows) >= BATCH_ROWS:
-                    yield rows_to_batch(rows)
-                    rows = []
-        if rows:
-            yield rows_to_batch(rows)
+            except generic.DuckFallback:
+                pass  # the rest, record by record, rejecting precisely
+        records = iter_csv_records(path, ctx, required=ACTIVITY_REQUIRED, skip_records=done)
+        yield from batches_from(records, path, ctx, activity_row)
+
+
+def activity_duckdb(path: Path) -> Iterator[pa.RecordBatch]:
+    """The activity CSV through DuckDB ``read_csv`` (strict: any bad row raises
+    :class:`~tokencensus.ingest.generic.DuckFallback`; rows already yielded stand)."""
+    import csv
+    import io
+
+    import duckdb
+
+    from tokencensus.ingest import compression, read_head
+    from tokencensus.ingest.generic import DuckFallback, _lit, _q, duckdb_connect
+
+    first_line = read_head(path, 1 << 16).split(b"\n", 1)[0].decode("utf-8", "replace")
+    header = [h.strip().lstrip("\ufeff") for h in next(csv.reader(io.StringIO(first_line)))]
+    if len(set(header)) != len(header) or not ACTIVITY_REQUIRED <= set(header):
+        raise DuckFallback("header")
+    have = set(header)
+
+    def col(name: str) -> str:
+        return f"nullif({_q(name)}, '')" if name in have else "NULL::VARCHAR"
+
+    def coalesce(*names: str) -> str:
+        return f"coalesce({', '.join(col(n) for n in names)})"
+
+    model = coalesce("model_permaslug", "model")
+    variant = col("variant")
+    exprs = {
+        "request_id": f"tc_vrid({col('generation_id')})",
+        "created_at": f"tc_vtime({col('created_at')})",
+        "model": f"CASE WHEN {variant} IS NOT NULL AND {variant} <> 'standard' "
+        f"AND strpos({model}, ':') = 0 THEN {model} || ':' || {variant} ELSE {model} END",
+        "provider": col("provider_name"),
+        "prompt_tokens": f"tc_sint({col('tokens_prompt')})",
+        "completion_tokens": f"tc_sint({col('tokens_completion')})",
+        "reasoning_tokens": f"tc_sint({col('tokens_reasoning')})",
+        "cached_tokens": f"tc_sint({col('tokens_cached')})",
+        "cost_usd": f"tc_sfloat({coalesce('cost_total', 'usage')})",
+        "user_key": coalesce("user", "api_key_name"),
+        "app": col("app_name"),
+        "finish_reason": coalesce("finish_reason_normalized", "finish_reason_raw"),
+    }
+    select = ", ".join(f"{e} AS {_q(c)}" for c, e in exprs.items())
+    comp = compression(path) or "none"
+    sql = (
+        f"SELECT {select} FROM read_csv({_lit(str(path))}, header=true, all_varchar=true, "
+        f"strict_mode=true, delim=',', quote='\"', escape='\"', compression={_lit(comp)}, "
+        f"max_line_size=67108864)"
+    )
+    con = duckdb_connect()
+    try:
+        yield from con.sql(sql).to_arrow_reader(131072)
+    except (duckdb.Error, pa.ArrowInvalid, OSError) as exc:
+        raise DuckFallback(str(exc)[:200]) from None
+    finally:
+        con.close()
 
 
 def activity_row(rec: dict) -> dict:
-    """One activity-CSV row in canonical form."""
+    """One activity-CSV row in canonical (raw) form."""
     rid = rec.get("generation_id")
     if not rid:
         raise RecordError("missing_request_id")
-    model = rec.get("model_permaslug") or rec.get("model") or None
+    model = first(rec.get("model_permaslug"), rec.get("model"))
     variant = rec.get("variant")
     if model and variant and variant not in ("standard", "") and ":" not in model:
         model = f"{model}:{variant}"
     return {
         "request_id": rid,
-        "created_at": parse_time(rec.get("created_at")),
+        "created_at": rec.get("created_at"),
         "model": model,
-        "provider": rec.get("provider_name") or None,
-        "prompt_tokens": to_int(rec.get("tokens_prompt")),
-        "completion_tokens": to_int(rec.get("tokens_completion")),
-        "reasoning_tokens": to_int(rec.get("tokens_reasoning")),
-        "cached_tokens": to_int(rec.get("tokens_cached")),
-        "cost_usd": to_float(rec.get("cost_total")),
-        "user_key": rec.get("user") or rec.get("api_key_name") or None,
-        "app": rec.get("app_name") or None,
-        "finish_reason": rec.get("finish_reason_normalized")
-        or rec.get("finish_reason_raw")
-        or None,
+        "provider": rec.get("provider_name"),
+        "prompt_tokens": rec.get("tokens_prompt"),
+        "completion_tokens": rec.get("tokens_completion"),
+        "reasoning_tokens": rec.get("tokens_reasoning"),
+        "cached_tokens": rec.get("tokens_cached"),
+        "cost_usd": first(rec.get("cost_total"), rec.get("usage")),
+        "user_key": first(rec.get("user"), rec.get("api_key_name")),
+        "app": rec.get("app_name"),
+        "finish_reason": first(rec.get("finish_reason_normalized"), rec.get("finish_reason_raw")),
     }
 
 
-def generation_row(rec: dict) -> tuple[dict, int]:
+def generation_row(rec: dict) -> dict:
     """One generation-API object (optionally with ``input.messages``) in canonical form."""
     data = rec.get("data", rec)
     if not isinstance(data, dict):
@@ -91,33 +147,41 @@ def generation_row(rec: dict) -> tuple[dict, int]:
     rid = data.get("id")
     if not rid:
         raise RecordError("missing_request_id")
-    prompt, skipped = None, 0
-    inp = rec.get("input") or data.get("input")
+    prompt = None
+    inp = rec.get("input") if isinstance(rec.get("input"), dict) else data.get("input")
     if isinstance(inp, dict):
+        from tokencensus.ingest.messages import messages_to_prompt
+
+        system = inp.get("system")
         try:
-            prompt, skipped = messages_to_prompt(inp.get("messages"), inp.get("system"))
+            prompt, skipped = messages_to_prompt(
+                inp.get("messages", inp.get("prompt")), system if isinstance(system, str) else None
+            )
         except ValueError:
             raise RecordError("bad_messages") from None
-    tool_calls = data.get("tool_calls")
+    else:
+        skipped = 0
+    app = data.get("app_id")
     return {
-        "request_id": str(rid),
-        "created_at": parse_time(data.get("created_at")),
+        "request_id": rid,
+        "created_at": data.get("created_at"),
         "model": data.get("model"),
         "provider": data.get("provider_name"),
-        "prompt_tokens": to_int(data.get("tokens_prompt", data.get("native_tokens_prompt"))),
-        "completion_tokens": to_int(
-            data.get("tokens_completion", data.get("native_tokens_completion"))
+        "prompt_tokens": first(data.get("tokens_prompt"), data.get("native_tokens_prompt")),
+        "completion_tokens": first(
+            data.get("tokens_completion"), data.get("native_tokens_completion")
         ),
-        "reasoning_tokens": to_int(data.get("native_tokens_reasoning")),
-        "cached_tokens": to_int(data.get("native_tokens_cached")),
-        "cost_usd": to_float(data.get("total_cost")),
+        "reasoning_tokens": data.get("native_tokens_reasoning"),
+        "cached_tokens": data.get("native_tokens_cached"),
+        "cost_usd": data.get("total_cost"),
         "user_key": data.get("external_user"),
-        "app": str(data["app_id"]) if data.get("app_id") is not None else None,
-        "finish_reason": data.get("finish_reason"),
-        "tool_calls": to_int(tool_calls) if not isinstance(tool_calls, list) else len(tool_calls),
+        "app": app if app is None or isinstance(app, str) else str(app),
+        "finish_reason": first(data.get("finish_reason"), data.get("native_finish_reason")),
+        "tool_calls": data.get("tool_calls"),
         "language": data.get("language"),
         "prompt_text": prompt,
-    }, skipped
+        "_skipped": skipped,
+    }
 
 
 class GenerationJSON(Reader):
@@ -127,33 +191,11 @@ class GenerationJSON(Reader):
 
     def sniff(self, path: Path, head: bytes) -> bool:
         h = head.lstrip()
-        return h[:1] in (b"{", b"[") and b'"tokens_prompt"' in h and b'"gen-' in h
+        return (
+            h[:1] in (b"{", b"[")
+            and (b'"tokens_prompt"' in h or b'"native_tokens_prompt"' in h)
+            and b'"gen-' in h
+        )
 
     def read(self, path: Path, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
-        with open_text(path) as f:
-            first = f.read(1)
-            while first and first.isspace():
-                first = f.read(1)
-        if first == "[":
-            yield from self._read_array(path, ctx)
-        else:
-            yield from read_json_lines(path, ctx, generation_row)
-
-    def _read_array(self, path: Path, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
-        with open_text(path) as f:
-            try:
-                items = orjson.loads(f.read())
-            except orjson.JSONDecodeError as exc:
-                ctx.reject(str(path), None, "malformed_json", str(exc)[:100])
-                return
-        rows = []
-        for i, rec in enumerate(items, 1):
-            try:
-                row, skipped = generation_row(rec if isinstance(rec, dict) else {"data": rec})
-            except RecordError as exc:
-                ctx.reject(str(path), i, str(exc))
-                continue
-            ctx.report.multimodal_parts_skipped += skipped
-            rows.append(row)
-        if rows:
-            yield rows_to_batch(rows)
+        yield from batches_from(iter_json_records(path, ctx), path, ctx, generation_row)
