@@ -146,3 +146,22 @@ def test_report_and_tables_written(run_out: Path) -> None:
     assert not share["suppressed"].any()
     assert share["share"].sum() == pytest.approx(1.0)
     census.close()
+
+
+def test_run_joins_openai_batch_pair(tmp_path: Path) -> None:
+    from tests.conftest import require_shared
+
+    folder = require_shared() / "log-samples" / "openai-batch"
+    out = tmp_path / "out"
+    pipeline.run([folder], pipeline.RunOptions(out=out, rate=1.0, classifier="keyword"))
+    con = duckdb.connect(str(out / "tokencensus.duckdb"), read_only=True)
+    n, with_prompt, tokens = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE has_prompt), sum(prompt_tokens) FROM requests"
+    ).fetchone()
+    assert n == 100 and with_prompt == 100 and tokens > 0
+    assert con.execute("SELECT count(*) FROM assignments").fetchone()[0] == 100
+    files = {r[0] for r in con.execute("SELECT path FROM files").fetchall()}
+    assert len(files) == 2
+    con.close()
+    # A rerun finds both files done and changes nothing.
+    pipeline.run([folder], pipeline.RunOptions(out=out, rate=1.0, classifier="keyword"))

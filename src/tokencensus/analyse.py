@@ -292,7 +292,7 @@ class Census:
             df, ["tokens", "prompt_tokens", "completion_tokens", "reasoning_tokens"], None
         )
 
-    BUCKET_ROWS = "SELECT primary_bucket, tokens AS t, weight AS w, user_key AS u FROM cls"
+    BUCKET_ROWS = "SELECT primary_bucket, tokens AS t, weight AS w, user_key AS u FROM cls ORDER BY request_id"
 
     def bucket_share(self, interval: str = "linear", reps: int = 1000, seed: int = 0):
         """Token share per primary bucket over the whole period, from the classified sample.

@@ -14,7 +14,9 @@ from rich.table import Table
 
 from tokencensus.settings import get_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False
+)
 err = Console(stderr=True)
 out = Console()
 

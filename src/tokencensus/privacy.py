@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -62,3 +63,32 @@ def hash_users_batch(batch: pa.RecordBatch | pa.Table, key: bytes) -> pa.Table:
             cache[u] = hash_user(u, key)
         hashed.append(cache[u])
     return table.set_column(i, "user_key", pa.array(hashed, pa.string()))
+
+
+WITHHELD = "<message withheld: it quoted a prompt or a user id>"
+
+
+def echoes(message: str, values: Iterable[str | None], window: int = 12) -> bool:
+    """Whether ``message`` quotes any of ``values`` (a prompt, a user id): the whole
+    value when short, else any ``window``-character piece of it (whitespace and case
+    folded). Used to keep private text out of stored errors and exception messages."""
+    low = " ".join(str(message).split()).lower()
+    if not low:
+        return False
+    for value in values:
+        t = " ".join((value or "").split()).lower()
+        if not t:
+            continue
+        if len(t) <= window:
+            if len(t) >= 4 and t in low:
+                return True
+            continue
+        for i in range(0, len(t) - window + 1, window // 2):
+            if t[i : i + window] in low:
+                return True
+    return False
+
+
+def scrub(message: str, values: Iterable[str | None], limit: int = 300) -> str:
+    """``message`` cut to ``limit`` characters, or :data:`WITHHELD` if it echoes ``values``."""
+    return WITHHELD if echoes(message, values) else str(message)[:limit]

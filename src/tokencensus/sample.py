@@ -34,6 +34,36 @@ def keep(request_id: str, rate: float, salt: str) -> bool:
     return u_value(request_id, salt) < rate
 
 
+def check_rate(rate: float, what: str = "sampling rate") -> None:
+    if not 0.0 < float(rate) <= 1.0:
+        raise ValueError(f"{what} must be in (0, 1], got {rate}")
+
+
+def parse_model_rates(specs: list[str] | None) -> dict[str, float] | None:
+    """``["openai/gpt-4o=0.01", "x/y=1"]`` (the repeatable ``--model-rate MODEL=RATE``
+    option) -> ``{"openai/gpt-4o": 0.01, "x/y": 1.0}``; ``None`` when none are given.
+
+    The split is on the last ``=``, so model ids may contain ``=``."""
+    if not specs:
+        return None
+    rates: dict[str, float] = {}
+    for spec in specs:
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            model, sep, value = part.rpartition("=")
+            if not sep or not model.strip():
+                raise ValueError(f"--model-rate {part!r}: expected MODEL=RATE")
+            try:
+                r = float(value)
+            except ValueError:
+                raise ValueError(f"--model-rate {part!r}: {value!r} is not a number") from None
+            check_rate(r, f"--model-rate for {model.strip()!r}")
+            rates[model.strip()] = r
+    return rates
+
+
 def sample_batch(
     batch: pa.RecordBatch | pa.Table,
     rate: float,
@@ -46,8 +76,9 @@ def sample_batch(
     own rate, the rest at ``rate``. Weights are the inverse inclusion
     probabilities (Horvitz-Thompson), so estimators stay unbiased.
     """
-    if not 0.0 < rate <= 1.0:
-        raise ValueError(f"sampling rate must be in (0, 1], got {rate}")
+    check_rate(rate)
+    for m, r in (model_rates or {}).items():
+        check_rate(r, f"sampling rate for model {m!r}")
     con = duckdb.connect()
     con.register(
         "b", pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch

@@ -9,7 +9,10 @@ run that never stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,6 +74,21 @@ CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
 PARQUET_TABLES = ("requests", "labels", "assignments", "rejects", "catalog")
 
+#: The ISO week (its Monday, UTC) a request falls in: the Parquet partition key.
+WEEK_SQL = "strftime(date_trunc('week', created_at AT TIME ZONE 'UTC'), '%Y-%m-%d')"
+
+#: Tables compared by :func:`canonical_dump`, each with the columns that vary between
+#: otherwise identical runs left out (when a file was finished, its mtime).
+DUMP_TABLES = {
+    "requests": "*",
+    "labels": "*",
+    "assignments": "*",
+    "rejects": "*",
+    "catalog": "*",
+    "meta": "*",
+    "files": "path, size, format, rows, done_at IS NOT NULL AS done",
+}
+
 
 class Store:
     """A DuckDB file in ``out_dir``; every write is a transaction."""
@@ -118,30 +136,52 @@ class Store:
         )
 
     # -- files ----------------------------------------------------------------
-    def file_done(self, path: Path) -> bool:
-        """Whether ``path`` (same size and mtime) was fully ingested before."""
+    def file_done(self, path: Path | str) -> bool:
+        """Whether ``path`` (same size and mtime) was fully ingested before.
+
+        A database DSN is never done: its table grows, and rows already stored are
+        skipped anyway."""
+        if not isinstance(path, Path):
+            return False
         st = path.stat()
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT size, mtime FROM files WHERE path = ? AND done_at IS NOT NULL", [str(path)]
-        ).fetchone()
+        ).fetchall()  # fetchall: DuckDB refuses register() while a result is unfinished
+        row = rows[0] if rows else None
         return row is not None and row[0] == st.st_size and abs(row[1] - st.st_mtime) < 1e-6
 
-    def start_file(self, path: Path) -> None:
+    def start_file(self, path: Path | str) -> None:
         """Forget a partial earlier attempt's rejects for ``path`` (rows stay: they are idempotent)."""
-        self.con.execute("DELETE FROM rejects WHERE file = ?", [str(path)])
+        self.con.execute("DELETE FROM rejects WHERE file = ?", [source_name(path)])
 
-    def finish_file(self, path: Path, fmt: str, rows: int, rejects: pa.Table) -> None:
-        st = path.stat()
-        self.con.execute("BEGIN")
-        if rejects.num_rows:
-            self.con.register("_rej", rejects.cast(REJECT_SCHEMA))
-            self.con.execute("INSERT INTO rejects SELECT * FROM _rej")
-            self.con.unregister("_rej")
-        self.con.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-            [str(path), st.st_size, st.st_mtime, fmt, rows, datetime.now(UTC)],
-        )
-        self.con.execute("COMMIT")
+    def finish_file(self, path: Path | str, fmt: str, rows: int, rejects: pa.Table) -> None:
+        """Record ``path`` as fully ingested, with its rejects, in one transaction."""
+        st = path.stat() if isinstance(path, Path) else None
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            if rejects.num_rows:
+                con.register("_rej", rejects.cast(REJECT_SCHEMA))
+                con.execute("INSERT INTO rejects SELECT * FROM _rej")
+                con.unregister("_rej")
+            con.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    source_name(path),
+                    st.st_size if st else None,
+                    st.st_mtime if st else None,
+                    fmt,
+                    rows,
+                    datetime.now(UTC),
+                ],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except Exception:
+                pass
+            raise
 
     # -- rows -----------------------------------------------------------------
     def classified_ids(self, ids: list[str]) -> set[str]:
@@ -176,7 +216,7 @@ class Store:
                 SELECT {cols}, prompt_text IS NOT NULL AND prompt_text <> '', sampled, weight, ?
                 FROM _req
                 """,
-                [source_file],
+                [source_name(source_file)],
             )
             if predictions is not None and predictions.num_rows:
                 con.register("_pred", predictions)
@@ -200,8 +240,11 @@ class Store:
                         """
                     )
             con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
+        except BaseException:  # Ctrl-C included: never leave a half-written batch behind
+            try:
+                con.execute("ROLLBACK")
+            except Exception:
+                pass
             raise
         finally:
             for name in ("_req", "_pred", "_asg"):
@@ -217,37 +260,200 @@ class Store:
         self.con.unregister("_cat")
 
     def export_parquet(self) -> dict[str, Path]:
-        """Write the tables as Parquet; ``requests`` partitioned by ISO week."""
-        out = self.out_dir / "parquet"
-        out.mkdir(parents=True, exist_ok=True)
-        paths: dict[str, Path] = {}
+        """Write the tables as Parquet under ``out/parquet``; ``requests`` partitioned by week.
+
+        The export is rebuilt from scratch into a temporary folder and swapped in
+        whole, so it is exactly reproducible (rows sorted, one file per week),
+        never keeps a partition that is no longer in the store, and a run killed
+        part way leaves either the previous export or none, never a mix.
+        """
+        final = self.out_dir / "parquet"
+        tmp = self.out_dir / ".parquet.tmp"
+        old = self.out_dir / ".parquet.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         tables = {r[0] for r in self.con.execute("SHOW TABLES").fetchall()}
+        names = []
         for name in PARQUET_TABLES:
             if name not in tables:
                 continue
+            names.append(name)
             if name == "requests":
-                target = out / "requests"
-                self.con.execute(
-                    f"""COPY (SELECT *, strftime(date_trunc('week', created_at AT TIME ZONE 'UTC'),
-                                 '%Y-%m-%d') AS week FROM requests ORDER BY request_id)
-                        TO '{target}' (FORMAT parquet, PARTITION_BY (week), OVERWRITE_OR_IGNORE,
-                                       FILENAME_PATTERN 'part_{{i}}')"""
-                )
+                self._export_requests(tmp / "requests")
             else:
-                target = out / f"{name}.parquet"
-                self.con.execute(
-                    f"COPY (SELECT * FROM {name} ORDER BY ALL) TO '{target}' (FORMAT parquet)"
+                self._copy(f"SELECT * FROM {name} ORDER BY ALL", tmp / f"{name}.parquet")
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return {
+            name: final / ("requests" if name == "requests" else f"{name}.parquet")
+            for name in names
+        }
+
+    def _export_requests(self, target: Path) -> None:
+        """One Parquet file per ISO week (``requests/week=YYYY-MM-DD/part_0.parquet``)."""
+        target.mkdir(parents=True)
+        week = WEEK_SQL
+        weeks = [
+            r[0]
+            for r in self.con.execute(
+                f"SELECT DISTINCT {week} AS w FROM requests ORDER BY w NULLS LAST"
+            ).fetchall()
+        ]
+        for w in weeks:
+            folder = target / f"week={w if w is not None else 'NULL'}"
+            folder.mkdir()
+            cond = f"{week} = $w" if w is not None else "created_at IS NULL"
+            self._copy(
+                f"SELECT * FROM requests WHERE {cond} ORDER BY request_id",
+                folder / "part_0.parquet",
+                {"w": w} if w is not None else None,
+            )
+
+    def _copy(self, query: str, target: Path, params: dict | None = None) -> None:
+        self.con.execute(
+            f"COPY ({query}) TO '{_sql_path(target)}' (FORMAT parquet, COMPRESSION zstd)",
+            params or {},
+        )
+
+    def load_parquet(
+        self,
+        requests: Path | str,
+        predictions: Path | str | None = None,
+        assignments: Path | str | None = None,
+        order_by: list[str] | None = None,
+    ) -> None:
+        """Load Parquet written by another engine (Ray Data) in one transaction.
+
+        ``requests`` has the metadata columns plus ``has_prompt``, ``sampled``,
+        ``weight`` and ``source_file`` (no prompt text); ``predictions`` and
+        ``assignments`` have the columns of :data:`~tokencensus.classify.PREDICTION_SCHEMA`
+        and of :func:`~tokencensus.buckets.assign_batch`. Same idempotent rules as
+        :meth:`write_batch`: rows already there are kept, so reloading changes nothing.
+        Of several rows with one request id, the first in ``order_by`` order is kept
+        (default: source file, then the id), as the local path keeps the first read.
+        """
+        order = ", ".join(order_by or ["source_file", "request_id"])
+        con = self.con
+        cols = ", ".join([*METADATA_COLUMNS, "has_prompt", "sampled", "weight", "source_file"])
+
+        def src(p: Path | str) -> str:
+            p = Path(p)
+            return _sql_path(p / "**" / "*.parquet" if p.is_dir() else p)
+
+        con.execute("BEGIN")
+        try:
+            con.execute(
+                f"""INSERT OR IGNORE INTO requests ({cols})
+                    SELECT {cols} FROM read_parquet('{src(requests)}', union_by_name = true)
+                    QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY {order}) = 1"""
+            )
+            if predictions is not None and _has_parquet(predictions):
+                con.execute(
+                    f"""
+                    INSERT OR IGNORE INTO labels
+                    SELECT request_id, labels[i].path, labels[i].confidence, i FROM (
+                        SELECT request_id, labels, generate_subscripts(labels, 1) AS i
+                        FROM (SELECT DISTINCT ON (request_id) request_id, labels
+                              FROM read_parquet('{src(predictions)}', union_by_name = true)))
+                    """
                 )
-            paths[name] = target
-        return paths
+                if assignments is not None and _has_parquet(assignments):
+                    con.execute(
+                        f"""
+                        INSERT OR IGNORE INTO assignments
+                        SELECT a.request_id, a.primary_bucket, a.buckets, a.subtag, a.top_path,
+                               a.confidence, a.decided_by, p.error
+                        FROM (SELECT DISTINCT ON (request_id) *
+                              FROM read_parquet('{src(assignments)}', union_by_name = true)) a
+                        LEFT JOIN (SELECT DISTINCT ON (request_id) request_id, error
+                              FROM read_parquet('{src(predictions)}', union_by_name = true)) p
+                        USING (request_id)
+                        """
+                    )
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except Exception:
+                pass
+            raise
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file."""
+        self.con.execute("CHECKPOINT")
 
     def summary(self) -> dict:
         """Row counts, for the CLI and tests."""
-        q = self.con.execute
+
+        def q(sql: str) -> int:
+            return self.con.execute(sql).fetchall()[0][0]
+
         return {
-            "requests": q("SELECT count(*) FROM requests").fetchone()[0],
-            "sampled": q("SELECT count(*) FROM requests WHERE sampled").fetchone()[0],
-            "classified": q("SELECT count(*) FROM assignments").fetchone()[0],
-            "rejects": q("SELECT count(*) FROM rejects").fetchone()[0],
+            "requests": q("SELECT count(*) FROM requests"),
+            "sampled": q("SELECT count(*) FROM requests WHERE sampled"),
+            "classified": q("SELECT count(*) FROM assignments"),
+            "rejects": q("SELECT count(*) FROM rejects"),
             "settings": json.dumps(self.get_meta(), sort_keys=True),
         }
+
+
+def source_name(path: Path | str) -> str:
+    """How a source is named in the store: its path, or a DSN without its password."""
+    from tokencensus.ingest import display_name
+
+    return display_name(path)
+
+
+def _sql_path(p: Path | str) -> str:
+    return str(p).replace("'", "''")
+
+
+def _has_parquet(p: Path | str) -> bool:
+    p = Path(p)
+    return p.is_file() or (p.is_dir() and any(p.rglob("*.parquet")))
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file under ``folder`` to disk before it is swapped in."""
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def canonical_dump(out_dir: Path | str) -> dict:
+    """Every table of a run's store and the content of its Parquet export, canonically
+    ordered: two runs that ended in the same state give equal dumps (used by the
+    resume and Ray tests, and handy to compare two output folders)."""
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    dump: dict = {}
+    con = duckdb.connect(str(out_dir / DB_NAME), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+        for name, cols in DUMP_TABLES.items():
+            if name in tables:
+                dump[name] = con.execute(f"SELECT {cols} FROM {name} ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+    pq_dir = out_dir / "parquet"
+    files = sorted(pq_dir.rglob("*")) if pq_dir.exists() else []
+    for f in files:
+        if f.is_file():
+            rel = f.relative_to(out_dir).as_posix()
+            table = pq.read_table(f, partitioning=None)
+            dump[rel] = {
+                "schema": str(table.schema.remove_metadata()),
+                "rows": table.to_pylist(),
+                "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+            }
+    return dump
