@@ -28,14 +28,28 @@ def main() -> None:
         env = {**os.environ, "XDG_CONFIG_HOME": str(Path(tmp) / "config")}
         t0 = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "tokencensus.cli", "demo", "--out", str(out),
-             "--requests", str(args.requests), "--backend", args.backend],
-            check=True, env=env, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "tokencensus.cli",
+                "demo",
+                "--out",
+                str(out),
+                "--requests",
+                str(args.requests),
+                "--backend",
+                args.backend,
+            ],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
         )
         wall = time.perf_counter() - t0
         rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         report_mb = (out / "report.html").stat().st_size / 1e6
-    t = Table(title=f"demo: {args.requests:,} requests, backend {args.backend}, {os.cpu_count()} cores")
+    t = Table(
+        title=f"demo: {args.requests:,} requests, backend {args.backend}, {os.cpu_count()} cores"
+    )
     for c in ("figure", "measured", "target"):
         t.add_column(c)
     t.add_row("wall time", f"{wall:.1f} s", "< 300 s")

@@ -108,7 +108,7 @@ class Featurizer:
         q, scale = quantize_rows(self.vectors)
         arrays = {"embeddings_int8": q, "scales": scale}
         if self.idf is not None:
-            arrays["idf"] = self.idf.astype(np.float16).astype(np.float32)
+            arrays["idf"] = self.idf.astype(np.float16)
         save_file(arrays, str(folder / "static.safetensors"))
         meta = {
             "special_ids": [int(i) for i in np.flatnonzero(self.special)],
@@ -130,22 +130,17 @@ class Featurizer:
         return out
 
     def counts(self, ids_list: Sequence[np.ndarray]) -> sparse.csr_matrix:
-        """Raw unigram + hashed bigram counts (rows: texts)."""
-        rows, cols = [], []
-        for r, ids in enumerate(ids_list):
-            if ids.size == 0:
-                continue
-            c = ids
-            if ids.size > 1:
-                bi = (ids[:-1] * _BIGRAM_MUL + ids[1:]) % N_BIGRAM + self.vocab_size
-                c = np.concatenate([ids, bi])
-            rows.append(np.full(c.size, r, dtype=np.int64))
-            cols.append(c)
+        """Raw unigram + hashed bigram counts (rows: texts), built without a Python loop."""
         n = len(ids_list)
-        if not rows:
+        lens = np.fromiter((ids.size for ids in ids_list), dtype=np.int64, count=n)
+        if lens.sum() == 0:
             return sparse.csr_matrix((n, self.n_sparse), dtype=np.float32)
-        rr = np.concatenate(rows)
-        cc = np.concatenate(cols)
+        ids = np.concatenate([i for i in ids_list if i.size])
+        rows = np.repeat(np.arange(n, dtype=np.int64), lens)
+        same = rows[:-1] == rows[1:]  # adjacent tokens of one text
+        bi = (ids[:-1][same] * _BIGRAM_MUL + ids[1:][same]) % N_BIGRAM + self.vocab_size
+        rr = np.concatenate([rows, rows[:-1][same]])
+        cc = np.concatenate([ids, bi])
         m = sparse.csr_matrix(
             (np.ones(rr.size, dtype=np.float32), (rr, cc)), shape=(n, self.n_sparse)
         )
@@ -162,15 +157,12 @@ class Featurizer:
     def transform(self, texts: Sequence[str]) -> tuple[np.ndarray, sparse.csr_matrix]:
         """(dense embeddings [n, dim] L2-normed, sparse tf-idf [n, n_sparse] L2-normed)."""
         ids_list = self.token_ids(texts)
-        n = len(ids_list)
-        dense = np.zeros((n, self.dim), dtype=np.float32)
-        for i, ids in enumerate(ids_list):
-            if ids.size:
-                dense[i] = self.vectors[ids].mean(axis=0)
+        m = self.counts(ids_list)
+        # mean of token vectors (unigram counts @ vectors), then L2-normed
+        dense = np.asarray(m[:, : self.vocab_size] @ self.vectors, dtype=np.float32)
         norms = np.linalg.norm(dense, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         dense /= norms
-        m = self.counts(ids_list)
         m.data = 1.0 + np.log(m.data)
         if self.idf is not None:
             m.data *= self.idf[m.indices]
