@@ -97,3 +97,63 @@ def test_run_dry_run_prices_sampled_prompts_and_writes_nothing(
     n_texts = int(r.stdout.split("dry run: ")[1].split(" texts")[0].replace(",", ""))
     assert 200 < n_texts < 400  # about 10% of 3,000
     assert not out.exists()
+
+
+def test_eval_json_with_google_backend_against_local_server(tmp_path: Path, monkeypatch) -> None:
+    """`tokencensus eval --backend google` gives the agreement table for any backend."""
+    from tests.fakes import start_google_server
+
+    labels = tmp_path / "labels.jsonl"
+    rows = [
+        (
+            "a",
+            "Write a python function that parses ISO dates and returns a datetime object, with unit "
+            "tests for time zones, leap years, invalid input and daylight saving transitions.",
+            "Programming",
+        ),
+        (
+            "b",
+            "You are Aria, a tavern keeper in a fantasy world of dragons and knights. Stay in character, "
+            "describe your actions between asterisks and never speak for the user.",
+            "Roleplay",
+        ),
+        (
+            "c",
+            "What is the capital city of Australia, and why was it chosen over Sydney and Melbourne "
+            "when the country federated at the start of the twentieth century?",
+            "General Q&A/Knowledge",
+        ),
+    ]
+    labels.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": i,
+                    "text": t,
+                    "categories": [],
+                    "buckets": [b],
+                    "primary": b,
+                    "language": "en",
+                }
+            )
+            + "\n"
+            for i, t, b in rows
+        )
+    )
+    with start_google_server(api_key="test-key") as server:
+        monkeypatch.setenv("GOOGLE_API_KEY", "test-key")
+        monkeypatch.setenv("TOKENCENSUS_GOOGLE_BASE_URL", server.base_url)
+        r = runner.invoke(app, ["eval", str(labels), "--backend", "google", "--json"])
+        assert r.exit_code == 0, r.output
+        assert len(server.api_requests("classifyText")) == 3
+    out = json.loads(r.stdout)
+    assert set(out) == {
+        "primary_accuracy",
+        "per_bucket",
+        "macro_f1",
+        "share_error_pp",
+        "ece",
+        "prompts_per_second",
+    }
+    assert 0.0 <= out["primary_accuracy"] <= 1.0
+    assert out["per_bucket"]["Roleplay"]["support"] == 1

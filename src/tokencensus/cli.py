@@ -119,7 +119,7 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-out"),
     requests: Annotated[int, typer.Option(help="Requests to generate.")] = 200_000,
     weeks: Annotated[int, typer.Option(help="Weeks to cover.")] = 26,
-    rate: Annotated[float, typer.Option(help="Sampling rate for the demo run.")] = 0.02,
+    rate: Annotated[float, typer.Option(help="Sampling rate for the demo run.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     backend: Annotated[str, typer.Option("--backend")] = "local",
 ) -> None:
@@ -275,13 +275,23 @@ def train(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the model.")] = None,
     shared: Annotated[Path | None, typer.Option(help="The shared data folder.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    minilm: Annotated[
+        bool | None, typer.Option("--minilm/--no-minilm", help="Also fit the slower MiniLM heads.")
+    ] = None,
+    loso: Annotated[
+        bool, typer.Option("--loso/--no-loso", help="Measure leave-one-source-out accuracy.")
+    ] = True,
 ) -> None:
     """Train the default classifier from ../shared/labels (needs the `train` extra)."""
     from tokencensus import train as train_mod
     from tokencensus.settings import DATA_DIR
 
     metrics = train_mod.train(
-        shared or get_settings().shared, out_dir or DATA_DIR / "model", seed=seed
+        shared or get_settings().shared,
+        out_dir or DATA_DIR / "model",
+        seed=seed,
+        minilm=minilm,
+        loso=loso,
     )
     out.print_json(json.dumps(metrics, default=str))
 

