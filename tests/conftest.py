@@ -27,6 +27,26 @@ def demo_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return demo.generate(folder, n_requests=3000, weeks=6, seed=7)
 
 
+def split_demo(folder: Path, n: int, files: int, seed: int, weeks: int = 6) -> list[Path]:
+    """A generated OpenRouter-style log of ``n`` requests cut into ``files`` JSONL files."""
+    import gzip
+    import math
+
+    from tokencensus import demo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    src = demo.generate(folder / "_gen", n_requests=n, weeks=weeks, seed=seed)
+    with gzip.open(src, "rt", encoding="utf-8") as f:
+        lines = f.read().splitlines(True)
+    per = math.ceil(len(lines) / files)
+    paths = []
+    for i in range(files):
+        p = folder / f"log-{i}.jsonl"
+        p.write_text("".join(lines[i * per : (i + 1) * per]), encoding="utf-8")
+        paths.append(p)
+    return paths
+
+
 def require_shared() -> Path:
     """The shared data folder, or skip (fail under CI, where it must exist)."""
     if not SHARED.exists():

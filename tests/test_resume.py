@@ -11,9 +11,7 @@ in the report.
 
 from __future__ import annotations
 
-import gzip
 import io
-import math
 import multiprocessing as mp
 import os
 import random
@@ -27,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import split_demo as _split_demo
 from tokencensus.store import DB_NAME, canonical_dump
 
 ROWS = 1500
@@ -52,20 +51,8 @@ PRELOAD = [
 
 
 def split_demo(folder: Path, n: int, files: int, seed: int = 3, weeks: int = 6) -> list[Path]:
-    """A generated OpenRouter-style log of ``n`` requests cut into ``files`` JSONL files."""
-    from tokencensus import demo
-
-    folder.mkdir(parents=True, exist_ok=True)
-    src = demo.generate(folder / "_gen", n_requests=n, weeks=weeks, seed=seed)
-    with gzip.open(src, "rt", encoding="utf-8") as f:
-        lines = f.read().splitlines(True)
-    per = math.ceil(len(lines) / files)
-    paths = []
-    for i in range(files):
-        p = folder / f"log-{i}.jsonl"
-        p.write_text("".join(lines[i * per : (i + 1) * per]), encoding="utf-8")
-        paths.append(p)
-    return paths
+    """A generated log of ``n`` requests cut into ``files`` JSONL files (see conftest)."""
+    return _split_demo(folder, n, files, seed=seed, weeks=weeks)
 
 
 def options(out: Path, key_file: Path, report: bool = True):

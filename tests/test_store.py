@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
-import math
 import os
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
+from tests.conftest import split_demo as _split_demo
 from tokencensus import pipeline
 from tokencensus.classify import Classifier
 from tokencensus.sample import u_value
@@ -24,20 +23,8 @@ KEY = "store-test-key-0123456789abcdef"
 
 
 def split_demo(folder: Path, n: int, files: int, seed: int = 5, weeks: int = 6) -> list[Path]:
-    """A generated OpenRouter-style log of ``n`` requests cut into ``files`` JSONL files."""
-    from tokencensus import demo
-
-    folder.mkdir(parents=True, exist_ok=True)
-    src = demo.generate(folder / "_gen", n_requests=n, weeks=weeks, seed=seed)
-    with gzip.open(src, "rt", encoding="utf-8") as f:
-        lines = f.read().splitlines(True)
-    per = math.ceil(len(lines) / files)
-    paths = []
-    for i in range(files):
-        p = folder / f"log-{i}.jsonl"
-        p.write_text("".join(lines[i * per : (i + 1) * per]), encoding="utf-8")
-        paths.append(p)
-    return paths
+    """A generated log of ``n`` requests cut into ``files`` JSONL files (see conftest)."""
+    return _split_demo(folder, n, files, seed=seed, weeks=weeks)
 
 
 @pytest.fixture(scope="module")
