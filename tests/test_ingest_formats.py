@@ -375,3 +375,28 @@ def test_join_prompts_onto_activity_csv(tmp_path):
     by = {r["request_id"]: r for r in out}
     assert by[ids[3]]["prompt_text"] == "prompt 3" and by[ids[3]]["prompt_tokens"] is not None
     assert by[ids[20]]["prompt_text"] is None
+
+
+def test_parquet_dictionary_models_counted_and_decoded(tmp_path):
+    """A dictionary-encoded model column: distinct models from the indices, strings in the output."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokencensus import ingest as ing
+
+    models = pa.array(["a/x", "b/y", "a/x", None, "c/z"]).dictionary_encode()
+    table = pa.table(
+        {
+            "request_id": [f"r{i}" for i in range(5)],
+            "model": models,
+            "prompt_tokens": [1, 2, 3, 4, 5],
+        }
+    )
+    path = tmp_path / "m.parquet"
+    pq.write_table(table, path)
+    report = ing.IngestReport()
+    batches = list(ing.read([path], report=report))
+    assert report.models == {"a/x", "b/y", "c/z"}
+    out = pa.Table.from_batches(batches)
+    assert out.schema.field("model").type == pa.string()
+    assert out.column("model").to_pylist() == ["a/x", "b/y", "a/x", None, "c/z"]

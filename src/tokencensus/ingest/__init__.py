@@ -74,8 +74,12 @@ class IngestReport:
             "models": sorted(self.models),
         }
 
-    def observe(self, batch: pa.RecordBatch) -> None:
-        """Update counts, time span and models from one canonical batch."""
+    def observe(self, batch: pa.RecordBatch, raw: pa.RecordBatch | None = None) -> None:
+        """Update counts, time span and models from one canonical batch.
+
+        ``raw`` is the reader's batch before the canonical cast: where its ``model`` column is
+        dictionary-encoded (Parquet), the distinct models come from the indices, not the strings.
+        """
         import pyarrow.compute as pc
 
         self.rows += batch.num_rows
@@ -86,7 +90,12 @@ class IngestReport:
         if lo is not None:
             self.first = lo if self.first is None else min(self.first, lo)
             self.last = hi if self.last is None else max(self.last, hi)
-        self.models.update(m for m in pc.unique(batch.column("model")).to_pylist() if m)
+        src = raw.column("model") if raw is not None and "model" in raw.schema.names else None
+        if src is not None and pa.types.is_dictionary(src.type):
+            models = src.dictionary.take(pc.unique(src.indices).drop_null())
+        else:
+            models = pc.unique(batch.column("model"))
+        self.models.update(m for m in models.to_pylist() if m)
 
     def rejects_table(self) -> pa.Table:
         """Every recorded reject as a table (file, line, reason, detail)."""
@@ -452,7 +461,7 @@ def read(
             if batch.num_rows == 0:
                 continue
             b = canonical_batch(batch)
-            report.observe(b)
+            report.observe(b, raw=batch)
             yield b
 
 

@@ -526,7 +526,9 @@ class GenericParquet(Reader):
                 or pa.types.is_dictionary(arr.type)
             ):
                 raise _RowWise
-            arrays.append(arr.cast(target))
+            if not (pa.types.is_dictionary(arr.type) and arr.type.value_type == target):
+                arr = arr.cast(target)  # dictionary strings are decoded by canonical_batch
+            arrays.append(arr)
             fields.append(col)
         return pa.RecordBatch.from_arrays(arrays, names=fields)
 
