@@ -239,6 +239,30 @@ def _pct_table(df: pd.DataFrame, pct_cols: list[str]) -> str:
 
 
 # -- the charts ------------------------------------------------------------------------------
+def _mix_bars(df: pd.DataFrame, row: str, rows: list, part: str, legend: str, whose: str):
+    """Normalised horizontal bars: each ``row``'s token share split by ``part`` (top 10)."""
+    sf = stack_frame(df, [row], part, n=10)
+    cats = _order(sf, part, "share")
+    d = _compact(sf)
+    d["_o"] = d[part].map({g: i for i, g in enumerate(cats)})
+    return (
+        alt.Chart(d)
+        .mark_bar()
+        .encode(
+            y=alt.Y(f"{row}:N", sort=rows, title=None),
+            x=alt.X(
+                "share:Q",
+                stack="normalize",
+                axis=alt.Axis(format="%"),
+                title=f"share of {whose} tokens",
+            ),
+            color=alt.Color(f"{part}:N", title=legend, scale=_color_scale(cats)),
+            order=alt.Order("_o:Q"),
+            tooltip=[f"{row}:N", f"{part}:N", alt.Tooltip("share:Q", format=".1%")],
+        )
+    )
+
+
 def build_charts(c: Census, confusion_note: str = "") -> list[Chart]:
     """Every chart of the report, from the census tables (aggregates only)."""
     charts: list[Chart] = []
@@ -523,26 +547,7 @@ def build_charts(c: Census, confusion_note: str = "") -> list[Chart]:
     if len(st):
         big = buckets_order[:5]
         part = st[st["primary_bucket"].isin(big)]
-        sf = stack_frame(part, ["primary_bucket"], "subtag", n=10)
-        cats = _order(sf, "subtag", "share")
-        d = _compact(sf)
-        d["_o"] = d["subtag"].map({g: i for i, g in enumerate(cats)})
-        spec = (
-            alt.Chart(d)
-            .mark_bar()
-            .encode(
-                y=alt.Y("primary_bucket:N", sort=big, title=None),
-                x=alt.X(
-                    "share:Q",
-                    stack="normalize",
-                    axis=alt.Axis(format="%"),
-                    title="share of the bucket's tokens",
-                ),
-                color=alt.Color("subtag:N", title="sub-tag", scale=_color_scale(cats)),
-                order=alt.Order("_o:Q"),
-                tooltip=["primary_bucket:N", "subtag:N", alt.Tooltip("share:Q", format=".1%")],
-            )
-        )
+        spec = _mix_bars(part, "primary_bucket", big, "subtag", "sub-tag", "the bucket's")
         rp = st[(st["primary_bucket"] == "Roleplay") & ~st["suppressed"]].sort_values(
             "share", ascending=False
         )
@@ -571,26 +576,7 @@ def build_charts(c: Census, confusion_note: str = "") -> list[Chart]:
         )
         part = am[am["author"].isin(top_auth)]
         if len(part):
-            sf = stack_frame(part, ["author"], "primary_bucket", n=10)
-            cats = _order(sf, "primary_bucket", "share")
-            d = _compact(sf)
-            d["_o"] = d["primary_bucket"].map({g: i for i, g in enumerate(cats)})
-            spec = (
-                alt.Chart(d)
-                .mark_bar()
-                .encode(
-                    y=alt.Y("author:N", sort=top_auth, title=None),
-                    x=alt.X(
-                        "share:Q",
-                        stack="normalize",
-                        axis=alt.Axis(format="%"),
-                        title="share of the author's tokens",
-                    ),
-                    color=alt.Color("primary_bucket:N", title="bucket", scale=_color_scale(cats)),
-                    order=alt.Order("_o:Q"),
-                    tooltip=["author:N", "primary_bucket:N", alt.Tooltip("share:Q", format=".1%")],
-                )
-            )
+            spec = _mix_bars(part, "author", top_auth, "primary_bucket", "bucket", "the author's")
             best = part[~part["suppressed"]]
             reading = "Each author's traffic split by bucket."
             for b in ("Roleplay", "Programming"):
