@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 
 import pyarrow as pa
 import pytest
 
 from tests.fakes import (
+    FAST,
+    clear_ambient_credentials,
     start_google_server,
     start_openai_server,
     write_authorized_user,
@@ -52,18 +53,10 @@ PLAIN = "Tell me something interesting about the history of the bicycle in Europ
 SHORT = "hi there"
 THAI = "ช่วยเขียนบทความเกี่ยวกับการท่องเที่ยวในประเทศไทย" + FILLER
 
-FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "qps": 0}
-
-AMBIENT = ("GOOGLE_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS", "OPENAI_API_KEY", "OPENAI_BASE_URL")
-
 
 @pytest.fixture(autouse=True)
 def _no_ambient_credentials(monkeypatch, tmp_path):
-    for var in list(os.environ):
-        if var in AMBIENT or var.startswith(("TOKENCENSUS_GOOGLE_", "TOKENCENSUS_OPENAI_")):
-            monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("TOKENCENSUS_REDACT", raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
+    clear_ambient_credentials(monkeypatch, tmp_path)
 
 
 def google(g, **kw) -> GoogleClassifier:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import glob
-import os
 import sqlite3
 
 import pytest
 
-from tests.fakes import start_google_server, start_openai_server
+from tests.fakes import (
+    FAST,
+    clear_ambient_credentials,
+    start_google_server,
+    start_openai_server,
+)
 from tokencensus.classify import Prediction
 from tokencensus.classify.cache import CachedClassifier, text_hash
 from tokencensus.classify.google import GoogleClassifier
@@ -25,18 +29,11 @@ TEXTS = [
     "Tell me about the history of lighthouses on the Atlantic coast." + FILLER,
     "Continue the dragon roleplay where my knight enters the cave." + FILLER,
 ]
-FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "qps": 0}
-
-AMBIENT = ("GOOGLE_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS", "OPENAI_API_KEY", "OPENAI_BASE_URL")
 
 
 @pytest.fixture(autouse=True)
 def _no_ambient_credentials(monkeypatch, tmp_path):
-    for var in list(os.environ):
-        if var in AMBIENT or var.startswith(("TOKENCENSUS_GOOGLE_", "TOKENCENSUS_OPENAI_")):
-            monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("TOKENCENSUS_REDACT", raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))
+    clear_ambient_credentials(monkeypatch, tmp_path)
 
 
 def google(g, **kw):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_shared
-from tokencensus.catalog import SNAPSHOT_DIR, Catalog, strip_variant, undate
+from tokencensus.catalog import MODEL_COLUMNS, SNAPSHOT_DIR, Catalog, strip_variant, undate
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +108,7 @@ def test_user_catalog_overrides(tmp_path: Path) -> None:
         f.write("acme,ACME Corp,DE,rest_of_world,in-house\n")
     with open(folder / "models.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(
-            [
-                "id",
-                "canonical_slug",
-                "name",
-                "created",
-                "prompt_price",
-                "completion_price",
-                "open_weights",
-            ]
-        )
+        w.writerow(MODEL_COLUMNS)
         w.writerow(
             [
                 "acme/in-house-7b",

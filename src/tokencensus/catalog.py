@@ -21,6 +21,17 @@ from tokencensus.settings import DATA_DIR
 SNAPSHOT_DIR = DATA_DIR / "models"
 _FULL_DATE = re.compile(r"-20\d\d-?[01]\d-?[0-3]\d$")
 
+#: Columns of a catalogue folder's ``models.csv`` (user overrides use the same header).
+MODEL_COLUMNS = [
+    "id",
+    "canonical_slug",
+    "name",
+    "created",
+    "prompt_price",
+    "completion_price",
+    "open_weights",
+]
+
 CATALOG_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -48,17 +59,7 @@ def build_snapshot(models_dir: Path, out_dir: Path = SNAPSHOT_DIR) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "models.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(
-            [
-                "id",
-                "canonical_slug",
-                "name",
-                "created",
-                "prompt_price",
-                "completion_price",
-                "open_weights",
-            ]
-        )
+        w.writerow(MODEL_COLUMNS)
         for m in data:
             p = m.get("pricing") or {}
             w.writerow(
