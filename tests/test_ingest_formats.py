@@ -400,3 +400,37 @@ def test_parquet_dictionary_models_counted_and_decoded(tmp_path):
     out = pa.Table.from_batches(batches)
     assert out.schema.field("model").type == pa.string()
     assert out.column("model").to_pylist() == ["a/x", "b/y", "a/x", None, "c/z"]
+
+
+def test_parquet_row_groups_in_parallel_keep_order_and_reject_lines(tmp_path, monkeypatch):
+    """Many row groups are read on a thread pool: the output is in file order, identical to
+    the one-by-one path, and a bad value in one group is rejected with its file line."""
+    from tokencensus.ingest import generic
+
+    n = 5_000
+    tokens = pa.array(list(range(n)), pa.int64())
+    table = pa.table(
+        {
+            "request_id": [f"r{i}" for i in range(n)],
+            "model": pa.array([f"m{i % 7}" for i in range(n)]).dictionary_encode(),
+            "prompt_tokens": tokens,
+        }
+    )
+    bad = table.to_pylist()
+    bad[3_210]["prompt_tokens"] = -5  # negative tokens: that row group goes row by row
+    path = tmp_path / "groups.parquet"
+    pq.write_table(pa.Table.from_pylist(bad, schema=table.schema), path, row_group_size=300)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 17
+
+    def ids_and_rejects():
+        report = IngestReport()
+        ids = [r for b in read([path], report=report) for r in b.column("request_id").to_pylist()]
+        return ids, report
+
+    monkeypatch.setattr(generic.os, "cpu_count", lambda: 4)
+    ids, report = ids_and_rejects()
+    assert ids == [f"r{i}" for i in range(n) if i != 3_210]
+    assert report.rejects == {"bad_number": 1} and report.reject_rows[0]["line"] == 3_211
+    assert report.models == {f"m{i}" for i in range(7)}
+    monkeypatch.setattr(generic, "MAX_PARALLEL_GROUP", 100)  # groups too big: one by one
+    assert ids_and_rejects()[0] == ids

@@ -13,6 +13,8 @@ rejects each bad record precisely; both paths apply the same rules.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -477,13 +479,43 @@ class GenericParquet(Reader):
             ctx.reject(str(path), None, "missing_request_id", "no request id column")
             return
         tops = sorted({t for t, _ in select.values()})
+        md = pf.metadata
+        groups = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+        workers = min(os.cpu_count() or 1, MAX_WORKERS)
+        if workers > 1 and len(groups) > 1 and max(groups) <= MAX_PARALLEL_GROUP:
+            # row groups decode and convert in a thread pool (pyarrow releases the GIL),
+            # in file order, a bounded number ahead: several cores, flat memory
+            local = threading.local()
+
+            def convert(i: int) -> list[tuple[pa.RecordBatch, pa.RecordBatch | None]]:
+                if not hasattr(local, "pf"):
+                    local.pf = pq.ParquetFile(path)
+                table = local.pf.read_row_group(i, columns=tops, use_threads=False)
+                return [(b, self._try_columnar(b, select, ctx)) for b in table.to_batches()]
+
+            batches = (
+                pair for part in ordered_map(convert, range(len(groups)), workers) for pair in part
+            )
+        else:
+            batches = (
+                (b, None) for b in prefetch(pf.iter_batches(batch_size=BATCH_PARQUET, columns=tops))
+            )
         offset = 0
-        for batch in prefetch(pf.iter_batches(batch_size=BATCH_PARQUET, columns=tops)):
-            try:
-                yield self._columnar(batch, select, ctx)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, _RowWise):
+        for batch, done in batches:
+            if done is None:
+                done = self._try_columnar(batch, select, ctx)
+            if done is not None:
+                yield done
+            else:
                 yield from self._rowwise(batch, select, ctx, path, offset)
             offset += batch.num_rows
+
+    def _try_columnar(self, batch, select, ctx) -> pa.RecordBatch | None:
+        """The column-wise conversion, or None where the batch needs the row-by-row path."""
+        try:
+            return self._columnar(batch, select, ctx)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, _RowWise):
+            return None
 
     @staticmethod
     def _column(batch: pa.RecordBatch, top: str, rest: str) -> pa.Array:
@@ -543,6 +575,33 @@ class GenericParquet(Reader):
 
 
 BATCH_PARQUET = 1 << 20
+#: Row groups up to this many rows are read in parallel, whole; larger ones stream in batches.
+MAX_PARALLEL_GROUP = 4 << 20
+MAX_WORKERS = 4
+
+
+def ordered_map(fn, items, workers: int, ahead: int | None = None):
+    """``map(fn, items)`` on a thread pool, results in order, at most ``ahead`` in flight
+    (so memory stays bounded however many items there are); pending work is cancelled when
+    the consumer stops early."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    ahead = ahead or 2 * workers
+    it = iter(items)
+    pending: deque = deque()
+    ex = ThreadPoolExecutor(workers, thread_name_prefix="tokencensus-read")
+    try:
+        for item in it:
+            pending.append(ex.submit(fn, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
+        ex.shutdown(wait=True, cancel_futures=True)
 
 
 def prefetch(it, depth: int = 2):
