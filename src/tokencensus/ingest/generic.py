@@ -481,8 +481,21 @@ class GenericParquet(Reader):
         tops = sorted({t for t, _ in select.values()})
         md = pf.metadata
         groups = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+        idx = [i for i, f in enumerate(pf.schema_arrow.names) if f in tops]
+        sizes = [  # uncompressed bytes of the columns read, per row group
+            sum(md.row_group(g).column(c).total_uncompressed_size for c in _leaves(md, idx))
+            for g in range(md.num_row_groups)
+        ]
+        # batches of about BATCH_BYTES (wide prompt columns: fewer rows), at most BATCH_PARQUET
+        row_bytes = max(1.0, sum(sizes) / max(1, sum(groups)))
+        batch_rows = int(min(BATCH_PARQUET, max(1024, BATCH_BYTES / row_bytes)))
         workers = min(os.cpu_count() or 1, MAX_WORKERS)
-        if workers > 1 and len(groups) > 1 and max(groups) <= MAX_PARALLEL_GROUP:
+        if (
+            workers > 1
+            and len(groups) > 1
+            and max(groups) <= MAX_PARALLEL_GROUP
+            and max(sizes) <= MAX_PARALLEL_BYTES
+        ):
             # row groups decode and convert in a thread pool (pyarrow releases the GIL),
             # in file order, a bounded number ahead: several cores, flat memory
             local = threading.local()
@@ -493,12 +506,11 @@ class GenericParquet(Reader):
                 table = local.pf.read_row_group(i, columns=tops, use_threads=False)
                 return [(b, self._try_columnar(b, select, ctx)) for b in table.to_batches()]
 
-            batches = (
-                pair for part in ordered_map(convert, range(len(groups)), workers) for pair in part
-            )
+            parts = ordered_map(convert, range(len(groups)), workers, ahead=workers + 1)
+            batches = (pair for part in parts for pair in part)
         else:
             batches = (
-                (b, None) for b in prefetch(pf.iter_batches(batch_size=BATCH_PARQUET, columns=tops))
+                (b, None) for b in prefetch(pf.iter_batches(batch_size=batch_rows, columns=tops))
             )
         offset = 0
         for batch, done in batches:
@@ -575,9 +587,19 @@ class GenericParquet(Reader):
 
 
 BATCH_PARQUET = 1 << 20
-#: Row groups up to this many rows are read in parallel, whole; larger ones stream in batches.
+BATCH_BYTES = 64 << 20
+#: Row groups up to this many rows and bytes are read in parallel, whole (at most workers + 1
+#: in memory); larger ones stream in batches of about BATCH_BYTES.
 MAX_PARALLEL_GROUP = 4 << 20
+MAX_PARALLEL_BYTES = 96 << 20
 MAX_WORKERS = 4
+
+
+def _leaves(md: pq.FileMetaData, top_indices: list[int]) -> list[int]:
+    """Parquet leaf-column indices under the given top-level Arrow fields (a struct or list
+    column has several leaves; their paths start with the field's name)."""
+    names = {md.schema.to_arrow_schema().names[i] for i in top_indices}
+    return [j for j in range(md.num_columns) if md.schema.column(j).path.split(".")[0] in names]
 
 
 def ordered_map(fn, items, workers: int, ahead: int | None = None):
