@@ -4,8 +4,9 @@
 
 For each option (``local``; ``minilm`` when torch is installed) it prints accuracy, macro-F1,
 Roleplay F1 and ECE on the held-out split of ``shared/labels/dev.jsonl`` (md5(id) < 0.2, the
-part training never sees; see ``tokencensus.evaluate.split``) and prompts/s on this machine, each
-next to its target. Throughput is measured on the held-out texts repeated to >= 5,000 prompts,
+part training never sees; see ``tokencensus.evaluate.split``), the same on the held-out part of
+``labels/synthetic.jsonl`` (non-English traffic and character cards in other layouts), and
+prompts/s on this machine, each next to its target. Throughput is measured on the held-out texts repeated to >= 5,000 prompts,
 after a warm-up batch.
 """
 
@@ -44,9 +45,14 @@ def throughput(clf, texts: list[str], n_min: int = 5000) -> float:
     return len(batch) / (time.perf_counter() - t0)
 
 
+SYNTHETIC = Path(__file__).resolve().parents[1] / "labels" / "synthetic.jsonl"
+
+
 def bench(labels: Path, n_min: int = 5000) -> list[dict]:
     records = load_labels(labels)
     _, test = split(records)
+    # the held-out part of the project's own non-English prompts and other-platform cards
+    _, synth = split(load_labels(SYNTHETIC)) if SYNTHETIC.exists() else ([], [])
     rules = Rules.load("study")
     options = [("local", LocalClassifier)]
     if MiniLMClassifier.torch_available():
@@ -58,25 +64,32 @@ def bench(labels: Path, n_min: int = 5000) -> list[dict]:
         except (FileNotFoundError, ImportError) as exc:
             print(f"{name}: skipped ({exc})", file=sys.stderr)
             continue
-        m = evaluate(test, clf, rules)
         n = n_min if name == "local" else min(n_min, 1000)
-        rows.append(
-            {
-                "option": name,
-                "n_test": len(test),
-                "accuracy": m["primary_accuracy"],
-                "macro_f1": m["macro_f1"],
-                "roleplay_f1": m["per_bucket"]["Roleplay"]["f1"],
-                "ece": m["ece"],
-                "prompts_per_s": throughput(clf, [r["text"] for r in test], n),
-            }
-        )
+        speed = throughput(clf, [r["text"] for r in test], n)
+        for split_name, recs in (("dev", test), ("synthetic", synth)):
+            if not recs:
+                continue
+            m = evaluate(recs, clf, rules)
+            rows.append(
+                {
+                    "option": name,
+                    "split": split_name,
+                    "n_test": len(recs),
+                    "accuracy": m["primary_accuracy"],
+                    "macro_f1": m["macro_f1"],
+                    "roleplay_f1": m["per_bucket"]["Roleplay"]["f1"],
+                    "ece": m["ece"],
+                    "prompts_per_s": speed,
+                }
+            )
     return rows
 
 
 def table(rows: list[dict]) -> str:
     cols = list(TARGETS)
-    head = f"{'option':<8} {'n':>5} " + " ".join(f"{c + ' (target)':>26}" for c in cols)
+    head = f"{'option':<8} {'split':<10} {'n':>5} " + " ".join(
+        f"{c + ' (target)':>26}" for c in cols
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = []
@@ -87,8 +100,11 @@ def table(rows: list[dict]) -> str:
             fmt = f"{v:,.0f}" if c == "prompts_per_s" else f"{v:.3f}"
             tfmt = f"{tgt:,.0f}" if c == "prompts_per_s" else f"{tgt:.2f}"
             cells.append(f"{fmt + ' (' + op + tfmt + ')' + (' ok' if ok else ' MISS'):>26}")
-        lines.append(f"{r['option']:<8} {r['n_test']:>5} " + " ".join(cells))
-    lines.append(f"cores visible: {os.cpu_count()}; held-out split: md5(id) < 0.2 of dev.jsonl")
+        lines.append(f"{r['option']:<8} {r['split']:<10} {r['n_test']:>5} " + " ".join(cells))
+    lines.append(
+        f"cores visible: {os.cpu_count()}; held-out: md5(id) < 0.2 of dev.jsonl (dev) and of"
+        " labels/synthetic.jsonl (synthetic: non-English traffic, other-platform cards)"
+    )
     return "\n".join(lines)
 
 

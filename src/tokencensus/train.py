@@ -352,6 +352,20 @@ def _path_name(path: str) -> str:
     return ", ".join(reversed(parts))
 
 
+def _fit_paths(
+    X: np.ndarray, Y: np.ndarray, sw: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest logistic regressions for the columns of ``Y`` (a chunk of paths; run in a
+    worker process)."""
+    W = np.zeros((Y.shape[1], X.shape[1]))
+    b = np.zeros(Y.shape[1])
+    for k in range(Y.shape[1]):
+        m = LogisticRegression(C=C_PATH, max_iter=500, random_state=seed)
+        m.fit(X, Y[:, k], sample_weight=sw)
+        W[k], b[k] = m.coef_[0], m.intercept_[0]
+    return W, b
+
+
 def fit_path_head(
     dense: np.ndarray, cats: list[list[str]], names_dense: np.ndarray, seed: int
 ) -> dict[str, np.ndarray]:
@@ -369,14 +383,14 @@ def fit_path_head(
     sw = np.concatenate([np.ones(len(cats)), np.full(n_p, 0.5)])
 
     def fit(rows):
-        W = np.zeros((n_p, X.shape[1]))
-        b = np.zeros(n_p)
-        for k in range(n_p):
-            yk = Y[rows, k]
-            m = LogisticRegression(C=C_PATH, max_iter=500, random_state=seed)
-            m.fit(X[rows], yk, sample_weight=sw[rows])
-            W[k], b[k] = m.coef_[0], m.intercept_[0]
-        return W, b
+        from joblib import Parallel, delayed
+
+        Xr, Yr, swr = X[rows], Y[rows], sw[rows]
+        chunks = np.array_split(np.arange(n_p), max(1, 4 * (os.cpu_count() or 1)))
+        parts = Parallel(n_jobs=os.cpu_count() or 1)(
+            delayed(_fit_paths)(Xr, Yr[:, ks], swr, seed) for ks in chunks
+        )
+        return np.vstack([w for w, _ in parts]), np.concatenate([c for _, c in parts])
 
     def protos(rows):
         # each path's prototype: its name, plus the labelled texts carrying it
@@ -455,6 +469,21 @@ def _round(x: Any) -> Any:
 #: Labels the project added by reading prompts of ``shared/prompts`` (ids and labels only; the
 #: texts are joined from the shared folder at training time). Train-only: never in the test split.
 EXTRA_LABELS = Path(__file__).resolve().parents[2] / "labels" / "extra.jsonl"
+#: Prompts the project wrote itself, with their labels and texts (no user's text): non-English
+#: traffic and character cards in layouts the shared sources lack. Train-only.
+SYNTHETIC_LABELS = Path(__file__).resolve().parents[2] / "labels" / "synthetic.jsonl"
+
+
+def load_synthetic(path: Path | None) -> list[dict]:
+    """The project's own labelled prompts (text included), cut to the first 1,000 characters."""
+    if path is None or not Path(path).exists():
+        return []
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out.append({**r, "text": r["text"][:1000]})
+    return out
 
 
 def load_extra(path: Path | None, prompts: list[dict], exclude_ids: set[str]) -> list[dict]:
@@ -480,6 +509,7 @@ def train(
     minilm: bool | None = None,
     loso: bool = True,
     extra: Path | None = EXTRA_LABELS,
+    synthetic: Path | None = SYNTHETIC_LABELS,
 ) -> dict:
     """Train, evaluate and write the local classifier; returns what ``meta.json`` holds."""
     from safetensors.numpy import save_file
@@ -500,7 +530,10 @@ def train(
     prompts = load_prompts(shared)
     dev_ids = {r["id"] for r in dev}
     extra_recs = load_extra(extra, prompts, dev_ids)
-    train_recs = train_recs + extra_recs
+    # the project's own prompts split like dev (md5 of id): a held-out part measures how the
+    # model does on languages and card layouts that dev barely has
+    synth_recs, synth_test = split(load_synthetic(synthetic))
+    train_recs = train_recs + extra_recs + synth_recs
     weak, mapping = weak_labels(train_recs, prompts, dev_ids | {r["id"] for r in extra_recs})
     no_topic = [
         {"id": f"no-topic:{i}", "text": t, "primary": "Others", "buckets": ["Others"]}
@@ -552,6 +585,8 @@ def train(
         "split": "md5(id) < 0.2 -> test (tokencensus.evaluate.split)",
         "n_train_labelled": len(train_recs),
         "n_extra_labelled": len(extra_recs),
+        "n_synthetic_labelled": len(synth_recs),
+        "n_synthetic_test": len(synth_test),
         "n_test": len(test_recs),
         "n_weak": len(weak),
         "n_card_variants": len(cards),
@@ -563,6 +598,7 @@ def train(
     data_hash = {
         "labels/dev.jsonl": sha256_file(labels_path),
         **({"project labels/extra.jsonl": sha256_file(Path(extra))} if extra_recs else {}),
+        **({"project labels/synthetic.jsonl": sha256_file(Path(synthetic))} if synth_recs else {}),
         **{
             f"prompts/{f.name}": sha256_file(f)
             for f in sorted((shared / "prompts").glob("*.jsonl.gz"))
@@ -590,6 +626,9 @@ def train(
         "test": _round(metrics_test),
         "test_confusion": confusion(test_recs, clf, rules),
     }
+    if synth_test:
+        meta["metrics"]["test_synthetic"] = _round(evaluate(synth_test, clf, rules))
+        meta["metrics"]["test_synthetic"]["n"] = len(synth_test)
     # -- leave-one-source-out: bucket heads refitted without the source (nor its weak labels)
     if loso:
         per_src = {}
@@ -641,6 +680,8 @@ def train(
         save_file(_pack_heads(hm, keep_cols), str(out_dir / "heads_minilm.safetensors"))
         mclf = MiniLMClassifier(model_dir=out_dir)
         meta["metrics"]["test_minilm"] = _round(evaluate(test_recs, mclf, rules))
+        if synth_test:
+            meta["metrics"]["test_synthetic_minilm"] = _round(evaluate(synth_test, mclf, rules))
     meta["train_seconds"] = round(time.time() - t_start, 1)
     meta["artefact_bytes"] = sum(
         f.stat().st_size for f in out_dir.iterdir() if f.is_file() and f.name != "meta.json"
