@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,6 +92,22 @@ DUMP_TABLES = {
 }
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN ... COMMIT, rolled back on any exception, Ctrl-C included: a batch or a file is
+    either all in the store or not at all, which is what resuming relies on."""
+    con.execute("BEGIN")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except Exception:
+            pass
+        raise
+
+
 class Store:
     """A DuckDB file in ``out_dir``; every write is a transaction."""
 
@@ -158,8 +176,7 @@ class Store:
         """Record ``path`` as fully ingested, with its rejects, in one transaction."""
         st = path.stat() if isinstance(path, Path) else None
         con = self.con
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             if rejects.num_rows:
                 con.register("_rej", rejects.cast(REJECT_SCHEMA))
                 con.execute("INSERT INTO rejects SELECT * FROM _rej")
@@ -175,13 +192,6 @@ class Store:
                     datetime.now(UTC),
                 ],
             )
-            con.execute("COMMIT")
-        except BaseException:
-            try:
-                con.execute("ROLLBACK")
-            except Exception:
-                pass
-            raise
 
     # -- rows -----------------------------------------------------------------
     def classified_ids(self, ids: list[str]) -> set[str]:
@@ -206,46 +216,39 @@ class Store:
         meta_cols = [c for c in METADATA_COLUMNS if c in requests.column_names]
         con = self.con
         con.register("_req", requests)
-        con.execute("BEGIN")
         try:
-            cols = ", ".join(meta_cols)
-            con.execute(
-                f"""
-                INSERT OR IGNORE INTO requests
-                    ({cols}, has_prompt, sampled, weight, source_file)
-                SELECT {cols}, prompt_text IS NOT NULL AND prompt_text <> '', sampled, weight, ?
-                FROM _req
-                """,
-                [source_name(source_file)],
-            )
-            if predictions is not None and predictions.num_rows:
-                con.register("_pred", predictions)
+            with transaction(con):
+                cols = ", ".join(meta_cols)
                 con.execute(
-                    """
-                    INSERT OR IGNORE INTO labels
-                    SELECT request_id, labels[i].path, labels[i].confidence, i FROM (
-                        SELECT request_id, labels, generate_subscripts(labels, 1) AS i
-                        FROM _pred)
-                    """
+                    f"""
+                    INSERT OR IGNORE INTO requests
+                        ({cols}, has_prompt, sampled, weight, source_file)
+                    SELECT {cols}, prompt_text IS NOT NULL AND prompt_text <> '', sampled, weight, ?
+                    FROM _req
+                    """,
+                    [source_name(source_file)],
                 )
-            if assignments is not None and assignments.num_rows:
-                con.register("_asg", assignments)
-                if predictions is not None:
+                if predictions is not None and predictions.num_rows:
+                    con.register("_pred", predictions)
                     con.execute(
                         """
-                        INSERT OR IGNORE INTO assignments
-                        SELECT a.request_id, a.primary_bucket, a.buckets, a.subtag, a.top_path,
-                               a.confidence, a.decided_by, p.error
-                        FROM _asg a LEFT JOIN _pred p USING (request_id)
+                        INSERT OR IGNORE INTO labels
+                        SELECT request_id, labels[i].path, labels[i].confidence, i FROM (
+                            SELECT request_id, labels, generate_subscripts(labels, 1) AS i
+                            FROM _pred)
                         """
                     )
-            con.execute("COMMIT")
-        except BaseException:  # Ctrl-C included: never leave a half-written batch behind
-            try:
-                con.execute("ROLLBACK")
-            except Exception:
-                pass
-            raise
+                if assignments is not None and assignments.num_rows:
+                    con.register("_asg", assignments)
+                    if predictions is not None:
+                        con.execute(
+                            """
+                            INSERT OR IGNORE INTO assignments
+                            SELECT a.request_id, a.primary_bucket, a.buckets, a.subtag, a.top_path,
+                                   a.confidence, a.decided_by, p.error
+                            FROM _asg a LEFT JOIN _pred p USING (request_id)
+                            """
+                        )
         finally:
             for name in ("_req", "_pred", "_asg"):
                 try:
@@ -344,8 +347,7 @@ class Store:
             p = Path(p)
             return _sql_path(p / "**" / "*.parquet" if p.is_dir() else p)
 
-        con.execute("BEGIN")
-        try:
+        with transaction(con):
             con.execute(
                 f"""INSERT OR IGNORE INTO requests ({cols})
                     SELECT {cols} FROM read_parquet('{src(requests)}', union_by_name = true)
@@ -374,13 +376,6 @@ class Store:
                         USING (request_id)
                         """
                     )
-            con.execute("COMMIT")
-        except BaseException:
-            try:
-                con.execute("ROLLBACK")
-            except Exception:
-                pass
-            raise
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database file."""

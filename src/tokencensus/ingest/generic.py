@@ -481,9 +481,13 @@ class GenericParquet(Reader):
         tops = sorted({t for t, _ in select.values()})
         md = pf.metadata
         groups = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
-        idx = [i for i, f in enumerate(pf.schema_arrow.names) if f in tops]
-        sizes = [  # uncompressed bytes of the columns read, per row group
-            sum(md.row_group(g).column(c).total_uncompressed_size for c in _leaves(md, idx))
+        # uncompressed bytes of the columns read, per row group (a struct or list column has
+        # several Parquet leaves; their paths start with the column's name)
+        leaves = [
+            j for j in range(md.num_columns) if md.schema.column(j).path.split(".")[0] in tops
+        ]
+        sizes = [
+            sum(md.row_group(g).column(j).total_uncompressed_size for j in leaves)
             for g in range(md.num_row_groups)
         ]
         # batches of about BATCH_BYTES (wide prompt columns: fewer rows), at most BATCH_PARQUET
@@ -593,13 +597,6 @@ BATCH_BYTES = 64 << 20
 MAX_PARALLEL_GROUP = 4 << 20
 MAX_PARALLEL_BYTES = 96 << 20
 MAX_WORKERS = 4
-
-
-def _leaves(md: pq.FileMetaData, top_indices: list[int]) -> list[int]:
-    """Parquet leaf-column indices under the given top-level Arrow fields (a struct or list
-    column has several leaves; their paths start with the field's name)."""
-    names = {md.schema.to_arrow_schema().names[i] for i in top_indices}
-    return [j for j in range(md.num_columns) if md.schema.column(j).path.split(".")[0] in names]
 
 
 def ordered_map(fn, items, workers: int, ahead: int | None = None):

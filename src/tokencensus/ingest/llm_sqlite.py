@@ -232,7 +232,8 @@ def _ref_text(con: sqlite3.Connection, payload: str, has_frag: bool) -> str | No
     return "".join(out)
 
 
-def _turn_row(rec: dict) -> dict:
+def _row(rec: dict, prompt_text: str | None) -> dict:
+    """The canonical fields both llm schemas share (same column names in each)."""
     reasoning, cached = token_details(rec.get("token_details"))
     return {
         "request_id": rec.get("id"),
@@ -243,22 +244,14 @@ def _turn_row(rec: dict) -> dict:
         "reasoning_tokens": reasoning,
         "cached_tokens": cached,
         "app": "llm",
-        "prompt_text": rec.get("_prompt"),
-        "_skipped": rec.get("_skipped") or 0,
+        "prompt_text": prompt_text,
     }
+
+
+def _turn_row(rec: dict) -> dict:
+    return {**_row(rec, rec.get("_prompt")), "_skipped": rec.get("_skipped") or 0}
 
 
 def _response_row(rec: dict) -> dict:
-    reasoning, cached = token_details(rec.get("token_details"))
     texts = [t for t in (rec.get("system"), rec.get("prompt")) if isinstance(t, str) and t]
-    return {
-        "request_id": rec.get("id"),
-        "created_at": rec.get("datetime_utc"),
-        "model": rec.get("resolved_model") or rec.get("model"),
-        "prompt_tokens": rec.get("input_tokens"),
-        "completion_tokens": rec.get("output_tokens"),
-        "reasoning_tokens": reasoning,
-        "cached_tokens": cached,
-        "app": "llm",
-        "prompt_text": "\n".join(texts) if texts else None,
-    }
+    return _row(rec, "\n".join(texts) if texts else None)
