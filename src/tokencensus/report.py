@@ -89,6 +89,17 @@ def _week(x) -> str:
     return "n/a" if x is None or pd.isna(x) else pd.Timestamp(x).strftime("%Y-%m-%d")
 
 
+def _start_note(start: dict, what: str, always: bool = False) -> str:
+    """ "Starts <week>, the first week whose logs carry <what>" for a chart whose field appears
+    later than the data (``always``: say it anyway, with the data's own start)."""
+    if start["first_week"] == start["data_first_week"] and not always:
+        return ""
+    note = f"Starts {_week(start['first_week'])}, the first week whose logs carry {what}"
+    if always and start["data_first_week"] != start["first_week"]:
+        note += f" (the data start {_week(start['data_first_week'])})"
+    return note if always else note + "."
+
+
 def _compact(df: pd.DataFrame) -> pd.DataFrame:
     """Dates as ISO strings and floats rounded, so the inlined data stays small."""
     df = df.copy()
@@ -618,11 +629,7 @@ def build_charts(c: Census, confusion_note: str = "") -> list[Chart]:
             )
         )
         last = rs[rs["share"].notna()].iloc[-1]
-        note = (
-            f"Starts {_week(start['first_week'])}, the first week whose logs carry reasoning counts"
-        )
-        if start["data_first_week"] != start["first_week"]:
-            note += f" (the data start {_week(start['data_first_week'])})"
+        note = _start_note(start, "reasoning counts", always=True)
         charts.append(
             Chart(
                 "reasoning_share",
@@ -728,11 +735,7 @@ def build_charts(c: Census, confusion_note: str = "") -> list[Chart]:
         )
         tot_req = tc["requests"].sum()
         share = tc["tool_requests"].sum() / tot_req if tot_req else np.nan
-        note = (
-            f"Starts {_week(tstart['first_week'])}, the first week whose logs carry tool-call counts."
-            if tstart["first_week"] != tstart["data_first_week"]
-            else ""
-        )
+        note = _start_note(tstart, "tool-call counts")
         charts.append(
             Chart(
                 "tool_calls",
@@ -919,11 +922,7 @@ def build_charts(c: Census, confusion_note: str = "") -> list[Chart]:
         lstart = c.field_start("language")
         sf = stack_frame(lm, ["week"], "language", n=TOP_N)
         vis = lm[~lm["suppressed"]].groupby("language")["tokens"].sum().sort_values(ascending=False)
-        note = (
-            f"Starts {_week(lstart['first_week'])}, the first week whose logs carry a language."
-            if lstart["first_week"] != lstart["data_first_week"]
-            else ""
-        )
+        note = _start_note(lstart, "a language")
         charts.append(
             Chart(
                 "language_mix",
