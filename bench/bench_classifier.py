@@ -6,8 +6,8 @@ For each option (``local``; ``minilm`` when torch is installed) it prints accura
 Roleplay F1 and ECE on the held-out split of ``shared/labels/dev.jsonl`` (md5(id) < 0.2, the
 part training never sees; see ``tokencensus.evaluate.split``), the same on the held-out part of
 ``labels/synthetic.jsonl`` (non-English traffic and character cards in other layouts), and
-prompts/s on this machine, each next to its target. Throughput is measured on the held-out texts repeated to >= 5,000 prompts,
-after a warm-up batch.
+prompts/s on this machine, each next to its target. Throughput is measured on the held-out texts
+repeated to >= 5,000 prompts, after a warm-up batch, best of 3 passes.
 """
 
 from __future__ import annotations
@@ -34,15 +34,20 @@ TARGETS = {
 }
 
 
-def throughput(clf, texts: list[str], n_min: int = 5000) -> float:
+def throughput(clf, texts: list[str], n_min: int = 5000, repeats: int = 3) -> float:
+    """Prompts/s of the best of ``repeats`` timed passes (as ``timeit`` does: the fastest pass
+    is the one least disturbed by other work on the machine)."""
     texts = [prompt_window(t) for t in texts]
     clf.predict(texts[:256])  # warm-up
     reps = max(1, -(-n_min // max(1, len(texts))))
     batch = (texts * reps)[: max(n_min, len(texts))]
-    t0 = time.perf_counter()
-    for i in range(0, len(batch), 2048):
-        clf.predict(batch[i : i + 2048])
-    return len(batch) / (time.perf_counter() - t0)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(0, len(batch), 2048):
+            clf.predict(batch[i : i + 2048])
+        best = min(best, time.perf_counter() - t0)
+    return len(batch) / best
 
 
 SYNTHETIC = Path(__file__).resolve().parents[1] / "labels" / "synthetic.jsonl"
@@ -65,7 +70,7 @@ def bench(labels: Path, n_min: int = 5000) -> list[dict]:
             print(f"{name}: skipped ({exc})", file=sys.stderr)
             continue
         n = n_min if name == "local" else min(n_min, 1000)
-        speed = throughput(clf, [r["text"] for r in test], n)
+        speed = throughput(clf, [r["text"] for r in test], n, repeats=3 if name == "local" else 1)
         for split_name, recs in (("dev", test), ("synthetic", synth)):
             if not recs:
                 continue
