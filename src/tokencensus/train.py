@@ -468,38 +468,36 @@ def _round(x: Any) -> Any:
 
 #: Labels the project added by reading prompts of ``shared/prompts`` (ids and labels only; the
 #: texts are joined from the shared folder at training time). Train-only: never in the test split.
-EXTRA_LABELS = Path(__file__).resolve().parents[2] / "labels" / "extra.jsonl"
+#: Gzipped: 23,614 lines of paths and buckets compress ten-fold.
+EXTRA_LABELS = Path(__file__).resolve().parents[2] / "labels" / "extra.jsonl.gz"
 #: Prompts the project wrote itself, with their labels and texts (no user's text): non-English
 #: traffic and character cards in layouts the shared sources lack. Train-only.
 SYNTHETIC_LABELS = Path(__file__).resolve().parents[2] / "labels" / "synthetic.jsonl"
 
 
-def load_synthetic(path: Path | None) -> list[dict]:
-    """The project's own labelled prompts (text included), cut to the first 1,000 characters."""
+def _jsonl(path: Path | None) -> list[dict]:
+    """Records of a project label file (``.jsonl`` or ``.jsonl.gz``); none if it is absent."""
     if path is None or not Path(path).exists():
         return []
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            r = json.loads(line)
-            out.append({**r, "text": r["text"][:1000]})
-    return out
+    raw = Path(path).read_bytes()
+    if Path(path).suffix == ".gz":
+        raw = gzip.decompress(raw)
+    return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+
+
+def load_synthetic(path: Path | None) -> list[dict]:
+    """The project's own labelled prompts (text included), cut to the first 1,000 characters."""
+    return [{**r, "text": r["text"][:1000]} for r in _jsonl(path)]
 
 
 def load_extra(path: Path | None, prompts: list[dict], exclude_ids: set[str]) -> list[dict]:
     """Extra labelled records with their texts joined from ``shared/prompts`` by id."""
-    if path is None or not Path(path).exists():
-        return []
     texts = {p["id"]: p["text"] for p in prompts}
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        if r["id"] in exclude_ids or r["id"] not in texts:
-            continue
-        out.append({**r, "text": texts[r["id"]]})
-    return out
+    return [
+        {**r, "text": texts[r["id"]]}
+        for r in _jsonl(path)
+        if r["id"] not in exclude_ids and r["id"] in texts
+    ]
 
 
 def train(
@@ -597,7 +595,7 @@ def train(
     }
     data_hash = {
         "labels/dev.jsonl": sha256_file(labels_path),
-        **({"project labels/extra.jsonl": sha256_file(Path(extra))} if extra_recs else {}),
+        **({f"project labels/{Path(extra).name}": sha256_file(Path(extra))} if extra_recs else {}),
         **({"project labels/synthetic.jsonl": sha256_file(Path(synthetic))} if synth_recs else {}),
         **{
             f"prompts/{f.name}": sha256_file(f)
